@@ -1,0 +1,52 @@
+# Two commands a newcomer needs: `make train` and `make test`. Everything else is optional.
+PY ?= python3
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+DATA_MIRROR ?= ../shared/datasets
+MODEL ?= artifacts/latest
+TRAIN_ARGS ?=
+BENCH_ARGS ?=
+PYTEST_ARGS ?=
+export PYTHON DATA_MIRROR MODEL
+
+.PHONY: venv data train test test-all bench soak deploy uninstall pi-sim clean
+
+venv: $(VENV)/.installed
+
+# One venv holds the trainer and all three runtimes: numpy<2 (tflite-runtime 2.14 breaks
+# under NumPy 2) and ml-dtypes<0.6 (what TF 2.21 runs with next to numpy<2).
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(PYTHON) -m pip install -q --upgrade pip
+	$(PYTHON) -m pip install -q -e ".[train,edge,litert,dev]"
+	touch $@
+
+data: venv
+	$(PYTHON) -m training data --dest data/CarData --mirror "$(DATA_MIRROR)"
+
+train: data
+	$(PYTHON) -m training train --data data/CarData --artifacts artifacts $(TRAIN_ARGS)
+
+test: data
+	$(PYTHON) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+test-all: data
+	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
+
+bench: venv
+	$(PYTHON) -m edge bench --model $(MODEL) --video "$(DATA_MIRROR)/video/highway-320x240.avi" --json artifacts/bench.json $(BENCH_ARGS)
+
+soak: venv
+	$(PYTHON) -m edge soak --model $(MODEL) --video "$(DATA_MIRROR)/video/highway-320x240.avi" --frames $${FRAMES:-100000}
+
+deploy: venv
+	bash deploy/deploy.sh
+
+uninstall:
+	bash deploy/uninstall.sh
+
+pi-sim: venv
+	bash pisim/run.sh
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache

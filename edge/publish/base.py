@@ -1,0 +1,29 @@
+"""The publisher family: where events and presence state go (file, MQTT, ...)."""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+from edge.events import Event
+
+
+class Publisher(abc.ABC):
+    """Receives events and state; must never block the frame loop for long or raise on a
+    transient outage (queue and retry instead)."""
+
+    @abc.abstractmethod
+    def publish_event(self, event: Event) -> None:
+        """Deliver one presence event (at least once)."""
+
+    def publish_state(self, zone: str, present: bool, score: float) -> None:  # noqa: B027
+        """Current presence of one zone (MQTT retains it); default: ignore."""
+
+    def publish_stats(self, stats: dict[str, Any]) -> None:  # noqa: B027
+        """Periodic latency/fps summary (the structured latency line); default: ignore."""
+
+    def flush(self, timeout_s: float = 1.0) -> None:  # noqa: B027
+        """Push out anything queued, waiting at most timeout_s."""
+
+    def close(self) -> None:  # noqa: B027
+        """Flush and release resources; safe to call twice."""

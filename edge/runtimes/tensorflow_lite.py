@@ -1,0 +1,22 @@
+"""tensorflow.lite: the workstation fallback; never the default on a Pi (huge, slow import).
+
+Imported lazily so `edge` never pulls TensorFlow in unless this runtime is chosen.
+"""
+
+INSTALL_HINT = "Install it with: pip install tensorflow (workstation only)"
+
+
+def interpreter_class():
+    import importlib.util
+
+    if importlib.util.find_spec("tensorflow") is None:
+        raise ImportError("tensorflow is not installed")
+    import tensorflow as tf  # noqa: PLC0415 - lazy on purpose
+
+    return tf.lite.Interpreter
+
+
+def version() -> str:
+    from importlib.metadata import version as v
+
+    return v("tensorflow")

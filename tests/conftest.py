@@ -1,0 +1,49 @@
+"""Session fixtures shared by every test folder: real data and one real trained model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("DATA_MIRROR", ROOT.parent / "shared" / "datasets"))
+VIDEO = SHARED / "video" / "highway-320x240.avi"
+
+
+@pytest.fixture(scope="session")
+def cardata() -> Path:
+    """UIUC CarData as `make data` lays it out (copied from the mirror if needed)."""
+    from training.data import fetch_cardata
+
+    dest = ROOT / "data" / "CarData"
+    fetch_cardata(dest, SHARED)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, cardata) -> Path:
+    """A real training run on real data with few epochs: the model every edge test uses.
+
+    This is CI's real-data training; it takes about a minute on 2 cores.
+    """
+    from training.train import TrainConfig, run
+
+    root = tmp_path_factory.mktemp("artifacts")
+    cfg = TrainConfig(data=str(cardata), artifacts=str(root), run_name="ci", epochs=3, dense_epochs=2,
+                      patience=3, calibration_samples=100)
+    return run(cfg)
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir(trained_run) -> Path:
+    """Directory with manifest.json, model_int8.tflite, model_float.tflite, golden.npz."""
+    return trained_run
+
+
+@pytest.fixture(scope="session")
+def video_path() -> Path:
+    if not VIDEO.is_file():
+        pytest.fail(f"{VIDEO} missing: the shared datasets must sit beside the repo (../shared/datasets)")
+    return VIDEO

@@ -1,0 +1,114 @@
+"""Write a run's artifacts atomically and keep `artifacts/latest` pointing at a good one.
+
+Everything goes to a temporary sibling directory first; only a complete run that passed
+the int8 gate is renamed into place, so a failed or interrupted run never replaces a
+good model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.manifest import FORMAT_VERSION, MANIFEST_NAME, sha256_file
+from edge.model import ScoreMapModel
+
+GOLDEN_NAME = "golden.npz"
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("tensorflow", "keras", "numpy", "ai-edge-litert", "tflite-runtime"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def write_golden(work_dir: Path, frames: list[np.ndarray], precisions: list[str]) -> dict[str, Any]:
+    """Run the just-written models on real frames and store inputs + raw outputs.
+
+    The Pi re-runs these frames at preflight: a different result means a different
+    runtime, a corrupted file or a broken kernel, caught before the first camera frame.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    entries = []
+    for i, frame in enumerate(frames):
+        arrays[f"frame_{i}"] = frame
+        entries.append({"name": f"frame_{i}", "height": int(frame.shape[0]), "width": int(frame.shape[1])})
+    for prec in precisions:
+        model = ScoreMapModel.load(work_dir, runtime="auto", precision=prec)
+        for i, frame in enumerate(frames):
+            arrays[f"{prec}_{i}"] = model.invoke_raw(frame)
+    np.savez_compressed(work_dir / GOLDEN_NAME, **arrays)
+    return {
+        "file": GOLDEN_NAME,
+        "sha256": sha256_file(work_dir / GOLDEN_NAME),
+        "frames": entries,
+        "precisions": precisions,
+        "runtime": model.runtime,
+        "tolerance": {"int8_max_abs_lsb": 1, "int8_max_fraction_differing": 0.01, "float_max_abs": 1e-3},
+    }
+
+
+def model_entry(path: Path, details: dict[str, Any]) -> dict[str, Any]:
+    return {"file": path.name, "sha256": sha256_file(path), "size_bytes": path.stat().st_size, **details}
+
+
+def write_manifest(work_dir: Path, manifest: dict[str, Any]) -> None:
+    manifest = {"format": FORMAT_VERSION, **manifest, "versions": versions()}
+    (work_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def new_work_dir(artifacts_root: Path, run_name: str) -> Path:
+    artifacts_root.mkdir(parents=True, exist_ok=True)
+    work = artifacts_root / f".tmp-{run_name}-{os.getpid()}"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir()
+    return work
+
+
+def publish(work_dir: Path, artifacts_root: Path, run_name: str) -> Path:
+    """Rename the finished run into place and repoint `latest` atomically (symlink swap)."""
+    final = artifacts_root / run_name
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(work_dir, final)
+    tmp_link = artifacts_root / f".latest-{os.getpid()}"
+    if tmp_link.is_symlink() or tmp_link.exists():
+        tmp_link.unlink()
+    tmp_link.symlink_to(run_name)
+    os.replace(tmp_link, artifacts_root / "latest")
+    return final
+
+
+def discard(work_dir: Path) -> None:
+    shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def python_executable() -> str:
+    return sys.executable
