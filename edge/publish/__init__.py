@@ -1,0 +1,76 @@
+"""Publishers: where events, per-zone state and stats leave the daemon.
+
+Submodules are imported lazily by `build_publishers` so a Pi with MQTT switched off does
+not need paho-mqtt installed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from edge.events import Event
+from edge.publish.base import Publisher
+
+if TYPE_CHECKING:  # pragma: no cover
+    from edge.config import Config
+
+log = logging.getLogger(__name__)
+
+
+class PublishSetupError(RuntimeError):
+    """A publisher that cannot start because of its configuration or the file system.
+
+    Raised at startup only (never from publish_*), so a misconfigured unit fails loudly
+    instead of silently dropping events.
+    """
+
+
+class MultiPublisher(Publisher):
+    """Fans out to several publishers; one failing must not starve the others, because
+    the events file is the record of last resort when MQTT misbehaves (and vice versa)."""
+
+    def __init__(self, publishers: Iterable[Publisher]) -> None:
+        self.publishers = list(publishers)
+
+    def _each(self, what: str, *args: Any) -> None:
+        for pub in self.publishers:
+            try:
+                getattr(pub, what)(*args)
+            except Exception:
+                log.exception("%s.%s failed", type(pub).__name__, what)
+
+    def publish_event(self, event: Event) -> None:
+        self._each("publish_event", event)
+
+    def publish_state(self, zone: str, present: bool, score: float) -> None:
+        self._each("publish_state", zone, present, score)
+
+    def publish_stats(self, stats: dict[str, Any]) -> None:
+        self._each("publish_stats", stats)
+
+    def flush(self, timeout_s: float = 1.0) -> None:
+        self._each("flush", timeout_s)
+
+    def close(self) -> None:
+        self._each("close")
+
+
+def build_publishers(cfg: Config, zones: list[str]) -> MultiPublisher:
+    """The publishers the config asks for: the events file always, MQTT when enabled."""
+    from edge.publish.events_file import EventsFilePublisher
+
+    pubs: list[Publisher] = [EventsFilePublisher(cfg.events)]
+    if cfg.mqtt.enabled:
+        from edge.publish.mqtt import MqttPublisher
+
+        try:
+            pubs.append(MqttPublisher(cfg.mqtt, zones))
+        except BaseException:
+            pubs[0].close()
+            raise
+    return MultiPublisher(pubs)
+
+
+__all__ = ["MultiPublisher", "PublishSetupError", "Publisher", "build_publishers"]

@@ -1,0 +1,393 @@
+"""MqttPublisher against a real mosquitto on 127.0.0.1, including broker outages."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from edge.config import MqttConfig
+from edge.events import ARRIVED, LEFT, Box, Event
+from edge.publish import PublishSetupError
+from edge.publish.mqtt import MqttPublisher
+from tests.edge.conftest import Broker, free_port
+
+pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(60)]
+
+PREFIX = "cdtest"
+
+
+def make_event(i: int, zone: str = "drive") -> Event:
+    kind = ARRIVED if i % 2 == 0 else LEFT
+    return Event(kind=kind, zone=zone, time=1_700_000_000.0 + i, frame_id=i, score=0.9,
+                 box=Box(10.0, 20.0, 100.0, 40.0, 0.9) if kind == ARRIVED else None,
+                 dwell_s=None if kind == ARRIVED else 12.5)
+
+
+def make_cfg(port: int, tmp_path: Path, **kw: object) -> MqttConfig:
+    base: dict[str, object] = dict(
+        enabled=True, host="127.0.0.1", port=port, client_id=f"cd-{uuid.uuid4().hex[:8]}",
+        topic_prefix=PREFIX, queue_path=str(tmp_path / "state" / "mqtt-queue.jsonl"), keepalive_s=5,
+    )
+    base.update(kw)
+    return MqttConfig(**base)  # type: ignore[arg-type]
+
+
+class Subscriber:
+    """A plain paho subscriber that records (topic, payload, qos, retain) in arrival order."""
+
+    def __init__(self, port: int, topics: list[str]) -> None:
+        self.msgs: list[mqtt.MQTTMessage] = []
+        self.cond = threading.Condition()
+        self._subscribed = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"sub-{uuid.uuid4().hex[:8]}")
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.connect("127.0.0.1", port, keepalive=5)
+        self.client.loop_start()
+        self.client.subscribe([(t, 1) for t in topics])
+        assert self._subscribed.wait(5), "SUBACK did not arrive"
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        with self.cond:
+            self.msgs.append(msg)
+            self.cond.notify_all()
+
+    def on(self, topic: str) -> list[mqtt.MQTTMessage]:
+        with self.cond:
+            return [m for m in self.msgs if m.topic == topic]
+
+    def wait_for(self, pred: Callable[[], bool], timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while not pred():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"timed out; got {[(m.topic, m.payload) for m in self.msgs]}")
+                self.cond.wait(left)
+
+    def events(self) -> list[dict]:
+        return [json.loads(m.payload) for m in self.on(f"{PREFIX}/events")]
+
+    def wait_events(self, n: int, timeout: float = 10.0) -> list[dict]:
+        self.wait_for(lambda: len(self.on(f"{PREFIX}/events")) >= n, timeout)
+        return self.events()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def retained(port: int, topics: list[str], n: int) -> dict[str, bytes]:
+    """What a subscriber arriving now sees: the retained message of each topic."""
+    sub = Subscriber(port, topics)
+    try:
+        sub.wait_for(lambda: len(sub.msgs) >= n, 5)
+        time.sleep(0.1)  # let any extra retained messages arrive too
+        assert all(m.retain for m in sub.msgs)
+        return {m.topic: m.payload for m in sub.msgs}
+    finally:
+        sub.close()
+
+
+def wait_until(pred: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+def queue_lines(cfg: MqttConfig) -> list[dict]:
+    p = Path(cfg.queue_path)
+    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+
+
+def test_events_arrive_in_order_with_qos1_and_leave_the_disk_queue(mosquitto: Broker, tmp_path: Path) -> None:
+    sub = Subscriber(mosquitto.port, [f"{PREFIX}/events"])
+    cfg = make_cfg(mosquitto.port, tmp_path)
+    pub = MqttPublisher(cfg, ["drive"])
+    try:
+        wait_until(lambda: pub.connected)
+        events = [make_event(i) for i in range(20)]
+        for e in events:
+            pub.publish_event(e)
+        got = sub.wait_events(20)
+        assert got == [e.to_dict() for e in events]
+        assert all(m.qos == 1 and not m.retain for m in sub.on(f"{PREFIX}/events"))
+        pub.flush(5)
+        assert pub.queue_depth == 0
+        assert queue_lines(cfg) == []  # acknowledged events are gone from disk
+    finally:
+        pub.close()
+        sub.close()
+
+
+def test_retained_state_status_and_stats_for_a_late_subscriber(mosquitto: Broker, tmp_path: Path) -> None:
+    cfg = make_cfg(mosquitto.port, tmp_path, discovery=False)
+    pub = MqttPublisher(cfg, ["drive", "street"])
+    pub.publish_state("drive", True, 0.9)
+    pub.publish_state("street", False, 0.1)
+    pub.publish_stats({"latency_p95_ms": 41.5, "fps": 14.8})
+    wait_until(lambda: pub.connected)
+    pub.flush(5)
+    got = retained(mosquitto.port, [f"{PREFIX}/#"], 4)
+    assert got[f"{PREFIX}/zone/drive/state"] == b"ON"
+    assert got[f"{PREFIX}/zone/street/state"] == b"OFF"
+    assert got[f"{PREFIX}/status"] == b"online"
+    assert json.loads(got[f"{PREFIX}/stats"]) == {"latency_p95_ms": 41.5, "fps": 14.8}
+
+    pub.publish_state("drive", False, 0.2)
+    pub.flush(5)
+    assert retained(mosquitto.port, [f"{PREFIX}/zone/drive/state"], 1) == {f"{PREFIX}/zone/drive/state": b"OFF"}
+
+    pub.close()
+    pub.close()  # twice is fine
+    assert retained(mosquitto.port, [f"{PREFIX}/status"], 1) == {f"{PREFIX}/status": b"offline"}
+
+
+def test_last_will_says_offline_when_the_daemon_dies(mosquitto: Broker, tmp_path: Path) -> None:
+    """SIGKILL: no DISCONNECT packet, so only the broker-held will can say "offline"."""
+    script = (
+        "import sys, time\n"
+        "from edge.config import MqttConfig\n"
+        "from edge.publish.mqtt import MqttPublisher\n"
+        f"cfg = MqttConfig(enabled=True, host='127.0.0.1', port={mosquitto.port}, client_id='cd-will', "
+        f"topic_prefix='{PREFIX}', discovery=False, queue_path={str(tmp_path / 'q.jsonl')!r})\n"
+        "pub = MqttPublisher(cfg, [])\n"
+        "while not pub.connected: time.sleep(0.02)\n"
+        "pub.flush(5)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            cwd=Path(__file__).resolve().parents[2])
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+        assert retained(mosquitto.port, [f"{PREFIX}/status"], 1) == {f"{PREFIX}/status": b"online"}
+        sub = Subscriber(mosquitto.port, [f"{PREFIX}/status"])
+        try:
+            proc.kill()
+            sub.wait_for(lambda: any(m.payload == b"offline" for m in sub.msgs), 10)
+        finally:
+            sub.close()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_home_assistant_discovery_configs(mosquitto: Broker, tmp_path: Path) -> None:
+    cfg = make_cfg(mosquitto.port, tmp_path, client_id="garage-cam")
+    pub = MqttPublisher(cfg, ["drive", "street side"])
+    try:
+        wait_until(lambda: pub.connected)
+        pub.flush(5)
+        got = retained(mosquitto.port, ["homeassistant/#"], 4)
+    finally:
+        pub.close()
+    assert set(got) == {
+        "homeassistant/binary_sensor/garage-cam/drive/config",
+        "homeassistant/binary_sensor/garage-cam/street_side/config",
+        "homeassistant/sensor/garage-cam/latency_p95/config",
+        "homeassistant/sensor/garage-cam/fps/config",
+    }
+    drive = json.loads(got["homeassistant/binary_sensor/garage-cam/drive/config"])
+    assert drive["device_class"] == "occupancy"
+    assert drive["state_topic"] == f"{PREFIX}/zone/drive/state"
+    assert drive["payload_on"] == "ON" and drive["payload_off"] == "OFF"
+    assert drive["availability_topic"] == f"{PREFIX}/status"
+    assert drive["payload_available"] == "online" and drive["payload_not_available"] == "offline"
+    assert drive["unique_id"] == "garage-cam_drive_occupancy"
+    assert drive["device"]["identifiers"] == ["garage-cam"]
+    street = json.loads(got["homeassistant/binary_sensor/garage-cam/street_side/config"])
+    assert street["state_topic"] == f"{PREFIX}/zone/street_side/state"
+    assert street["unique_id"] != drive["unique_id"]
+    p95 = json.loads(got["homeassistant/sensor/garage-cam/latency_p95/config"])
+    assert p95["unit_of_measurement"] == "ms"
+    assert p95["state_topic"] == f"{PREFIX}/stats"
+    assert p95["value_template"] == "{{ value_json.latency_p95_ms }}"
+    fps = json.loads(got["homeassistant/sensor/garage-cam/fps/config"])
+    assert fps["value_template"] == "{{ value_json.fps }}"
+    assert fps["device"] == drive["device"]
+
+
+def test_broker_outage_loses_nothing_and_keeps_order(mosquitto: Broker, tmp_path: Path) -> None:
+    cfg = make_cfg(mosquitto.port, tmp_path)
+    # First retry 2 s after the drop: the test's subscriber is back well before that.
+    pub = MqttPublisher(cfg, ["drive"], reconnect_min_s=2, reconnect_max_s=2)
+    sub = Subscriber(mosquitto.port, [f"{PREFIX}/events"])
+    try:
+        wait_until(lambda: pub.connected)
+        pub.publish_state("drive", True, 0.9)
+        for i in range(5):
+            pub.publish_event(make_event(i))
+        assert [e["frame_id"] for e in sub.wait_events(5)] == list(range(5))
+        pub.flush(5)
+        sub.close()
+
+        mosquitto.stop()
+        wait_until(lambda: not pub.connected)
+        for i in range(5, 15):  # published while the broker is down
+            pub.publish_event(make_event(i))
+        pub.publish_state("drive", False, 0.1)
+        assert pub.queue_depth == 10
+        assert [r["seq"] for r in queue_lines(cfg) if "seq" in r][-10:] == list(range(5, 15))
+        time.sleep(0.3)
+
+        mosquitto.start()  # same port; retained messages are gone (no persistence)
+        sub = Subscriber(mosquitto.port, [f"{PREFIX}/events"])
+        for i in range(15, 20):  # published around the reconnect
+            pub.publish_event(make_event(i))
+        got = sub.wait_events(15, timeout=15)
+        assert [e["frame_id"] for e in got] == list(range(5, 20))
+        assert got == [make_event(i).to_dict() for i in range(5, 20)]
+        pub.flush(5)
+        assert pub.queue_depth == 0
+        # Presence state and availability were re-published after the restart.
+        state = retained(mosquitto.port, [f"{PREFIX}/zone/drive/state", f"{PREFIX}/status"], 2)
+        assert state == {f"{PREFIX}/zone/drive/state": b"OFF", f"{PREFIX}/status": b"online"}
+    finally:
+        sub.close()
+        pub.close()
+
+
+def test_messages_in_flight_when_the_broker_dies_are_resent_before_newer_ones(
+    mosquitto: Broker, tmp_path: Path
+) -> None:
+    cfg = make_cfg(mosquitto.port, tmp_path)
+    pub = MqttPublisher(cfg, [], reconnect_min_s=2, reconnect_max_s=2)
+    sub = Subscriber(mosquitto.port, [f"{PREFIX}/events"])
+    try:
+        wait_until(lambda: pub.connected)
+        for i in range(3):
+            pub.publish_event(make_event(i))
+        sub.wait_events(3)
+        pub.flush(5)
+        sub.close()
+
+        mosquitto.pause()
+        for i in range(3, 8):  # sent into the socket, never acknowledged
+            pub.publish_event(make_event(i))
+        wait_until(lambda: not pub._queue.unhanded)
+        assert pub.queue_depth == 5
+        mosquitto.kill()
+        wait_until(lambda: not pub.connected)
+        for i in range(8, 12):  # queued while down, never handed to paho yet
+            pub.publish_event(make_event(i))
+
+        mosquitto.start()
+        sub = Subscriber(mosquitto.port, [f"{PREFIX}/events"])
+        got = sub.wait_events(9, timeout=15)
+        assert [e["frame_id"] for e in got] == list(range(3, 12))
+        pub.flush(5)
+        assert pub.queue_depth == 0
+    finally:
+        sub.close()
+        pub.close()
+
+
+def test_queue_survives_a_daemon_restart(mosquitto_stopped: Broker, tmp_path: Path) -> None:
+    cfg = make_cfg(mosquitto_stopped.port, tmp_path)
+    pub = MqttPublisher(cfg, ["drive"])
+    for i in range(4):
+        pub.publish_event(make_event(i))
+    t0 = time.monotonic()
+    pub.close()
+    assert time.monotonic() - t0 < 3.0  # a down broker must not hang shutdown
+    assert [r["msg"]["frame_id"] for r in queue_lines(cfg)] == [0, 1, 2, 3]
+
+    mosquitto_stopped.start()
+    sub = Subscriber(mosquitto_stopped.port, [f"{PREFIX}/events"])
+    pub2 = MqttPublisher(cfg, ["drive"])
+    try:
+        pub2.publish_event(make_event(4))
+        got = sub.wait_events(5)
+        assert [e["frame_id"] for e in got] == [0, 1, 2, 3, 4]
+        pub2.flush(5)
+        assert queue_lines(cfg) == []
+    finally:
+        pub2.close()
+        sub.close()
+
+
+def test_bounded_queue_drops_oldest_with_a_counted_warning(
+    mosquitto_stopped: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = make_cfg(mosquitto_stopped.port, tmp_path, queue_max=5)
+    pub = MqttPublisher(cfg, [])
+    with caplog.at_level(logging.WARNING, logger="edge.publish.mqtt"):
+        for i in range(8):
+            pub.publish_event(make_event(i))
+    assert pub.dropped_total == 3
+    assert pub.queue_depth == 5
+    warnings = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert warnings and "mqtt.queue_max = 5" in warnings[0] and "1 dropped so far" in warnings[0]
+    pub.close()
+
+    mosquitto_stopped.start()
+    sub = Subscriber(mosquitto_stopped.port, [f"{PREFIX}/events"])
+    pub2 = MqttPublisher(cfg, [])
+    try:
+        got = sub.wait_events(5)
+        assert [e["frame_id"] for e in got] == [3, 4, 5, 6, 7]
+    finally:
+        pub2.close()
+        sub.close()
+
+
+def test_torn_queue_file_is_loaded_and_compacted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cfg = make_cfg(free_port(), tmp_path)  # nothing listens there
+    path = Path(cfg.queue_path)
+    path.parent.mkdir(parents=True)
+    lines = [{"seq": 0, "msg": make_event(0).to_dict()}, {"seq": 1, "msg": make_event(1).to_dict()},
+             {"done": 0}, {"seq": 2, "msg": make_event(2).to_dict()}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"seq": 3, "msg": {"ev')  # power cut
+    with caplog.at_level(logging.WARNING, logger="edge.publish.mqtt"):
+        pub = MqttPublisher(cfg, [])
+    try:
+        assert pub.queue_depth == 2
+        assert any("unreadable" in r.getMessage() for r in caplog.records)
+        assert [r["seq"] for r in queue_lines(cfg)] == [1, 2]
+        pub.publish_event(make_event(3))
+        assert [r["seq"] for r in queue_lines(cfg)] == [1, 2, 3]  # sequence continues after the max
+    finally:
+        pub.close()
+
+
+def test_flush_gives_up_after_its_timeout_while_broker_is_down(tmp_path: Path) -> None:
+    pub = MqttPublisher(make_cfg(free_port(), tmp_path), [])
+    try:
+        pub.publish_event(make_event(0))
+        t0 = time.monotonic()
+        pub.flush(0.3)
+        assert 0.25 <= time.monotonic() - t0 < 1.5
+        assert pub.queue_depth == 1
+    finally:
+        pub.close()
+
+
+def test_unwritable_queue_path_names_the_config_key(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    cfg = make_cfg(free_port(), tmp_path, queue_path=str(blocker / "q.jsonl"))
+    with pytest.raises(PublishSetupError, match=r"mqtt\.queue_path") as exc:
+        MqttPublisher(cfg, [])
+    assert str(blocker) in str(exc.value)
+
+
+def test_bad_topic_prefix_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(PublishSetupError, match=r"mqtt\.topic_prefix"):
+        MqttPublisher(make_cfg(free_port(), tmp_path, topic_prefix="cars/#"), [])
+
+
+def test_zone_names_that_collide_on_a_topic_are_rejected(tmp_path: Path) -> None:
+    with pytest.raises(PublishSetupError, match="'street side' and 'street/side'"):
+        MqttPublisher(make_cfg(free_port(), tmp_path), ["street side", "street/side"])
