@@ -1,0 +1,289 @@
+"""The service: frames in, decisions out, for months under systemd.
+
+Signals only set flags; the loop acts on them between frames, so a frame is never cut in
+half. SIGTERM/SIGINT: finish the frame, flush, exit 0. SIGHUP: build the new config and
+model next to the running ones (with preflight) and swap only if all of it worked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from edge.config import Config, ConfigError, load_config
+from edge.decide import Decider
+from edge.detector import Detector
+from edge.latency import RollingStats
+from edge.metrics import Metrics
+from edge.pipeline import Pipeline, build_decider, build_detector
+from edge.platform import PlatformProbe
+from edge.preflight import run_preflight
+from edge.publish import build_publishers
+from edge.publish.base import Publisher
+from edge.sdnotify import Notifier
+from edge.sources import make_retrying_source
+from edge.sources.base import FrameSource, SourceExhausted
+
+log = logging.getLogger("edge.daemon")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: journald keeps it, `jq` reads it."""
+
+    SKIP = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for k, v in record.__dict__.items():
+            if k not in self.SKIP and not k.startswith("_"):
+                out[k] = v
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def setup_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def load_model_checked(cfg: Config) -> Detector:
+    """Build the detector and run preflight on every interpreter before it sees a frame.
+
+    The file's sha256 is checked before any runtime parses it: a corrupt flatbuffer can
+    fail in confusing ways (or crash) inside the interpreter.
+    """
+    from edge.manifest import load_manifest
+    from edge.preflight import check_file
+
+    if cfg.model.preflight:
+        check_file(load_manifest(cfg.model.path), cfg.model.precision)
+    det = build_detector(cfg)
+    if cfg.model.preflight:
+        for m in det.models:
+            run_preflight(m)
+    return det
+
+
+class Daemon:
+    def __init__(self, cfg: Config, config_path: str | Path | None = None, notifier: Notifier | None = None,
+                 probe: PlatformProbe | None = None) -> None:
+        self.cfg = cfg
+        self.config_path = Path(config_path) if config_path else None
+        self.notifier = notifier or Notifier()
+        self.probe = probe or PlatformProbe()
+        self.stop_event = threading.Event()
+        self.reload_requested = threading.Event()
+        self.metrics = Metrics()
+        self.stats = RollingStats(cfg.latency.window)
+        self.frames = 0
+        self.ready_sent = False
+        self.last_frame_monotonic = time.monotonic()
+        self.reloads = {"ok": 0, "failed": 0}
+        self.source: FrameSource | None = None
+        self.http = None
+        detector = load_model_checked(cfg)
+        log.info("model loaded", extra={"runtime": detector.runtime, "model": cfg.model.path,
+                                        "threads": cfg.model.num_threads, "precision": cfg.model.precision,
+                                        "threshold": detector.threshold})
+        self.publisher: Publisher = build_publishers(cfg, ["frame", *cfg.zones])
+        self.pipeline = Pipeline(cfg, detector, build_decider(cfg), self.publisher, self.metrics, self.stats)
+
+    # --- signals ---------------------------------------------------------------
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_hup)
+
+    def _on_stop(self, signum: int, _frame: Any) -> None:
+        self.stop_event.set()
+
+    def _on_hup(self, signum: int, _frame: Any) -> None:
+        self.reload_requested.set()
+
+    # --- health ------------------------------------------------------------------
+    def health(self) -> tuple[bool, dict]:
+        age = time.monotonic() - self.last_frame_monotonic
+        ok = age < self.cfg.watchdog.frame_timeout_s
+        return ok, {"ok": ok, "frames": self.frames, "seconds_since_last_frame": round(age, 3),
+                    "frame_timeout_s": self.cfg.watchdog.frame_timeout_s}
+
+    def snapshot_jpeg(self) -> bytes | None:
+        from edge.snapshot import encode_snapshot_jpeg
+
+        latest = self.pipeline.snapshot_frame()
+        if latest is None:
+            return None
+        image, boxes = latest
+        return encode_snapshot_jpeg(image, boxes)
+
+    # --- reload ------------------------------------------------------------------
+    def reload(self) -> bool:
+        """Config + model, all or nothing; the running ones stay on any failure."""
+        self.notifier.reloading()
+        try:
+            if self.config_path is None:
+                raise ConfigError("no config file to reload from")
+            new_cfg = load_config(self.config_path)
+            detector = load_model_checked(new_cfg)
+            decider: Decider = build_decider(new_cfg)
+            publisher = self.publisher
+            if (new_cfg.events, new_cfg.mqtt, new_cfg.zones) != (self.cfg.events, self.cfg.mqtt, self.cfg.zones):
+                publisher = build_publishers(new_cfg, ["frame", *new_cfg.zones])
+            source = None
+            if new_cfg.source != self.cfg.source:
+                source = make_retrying_source(new_cfg.source, self.stop_event)
+                source.open()
+        except Exception as exc:  # noqa: BLE001 - any failure keeps the running service
+            self.reloads["failed"] += 1
+            log.error("reload failed; keeping the running config and model", extra={"error": str(exc)})
+            self.notifier.ready(status=f"reload failed: {exc}"[:200])
+            return False
+        old_pub = self.publisher if publisher is not self.publisher else None
+        self.pipeline = Pipeline(new_cfg, detector, decider, publisher, self.metrics, self.stats)
+        self.publisher = publisher
+        if old_pub is not None:
+            old_pub.close()
+        if source is not None:
+            assert self.source is not None
+            self.source.close()
+            self.source = source
+        if new_cfg.http != self.cfg.http:
+            log.warning("http settings changed; they take effect at the next restart")
+        self.cfg = new_cfg
+        self.reloads["ok"] += 1
+        log.info("reloaded config and model", extra={"config": str(self.config_path), "model": new_cfg.model.path})
+        self.notifier.ready()
+        return True
+
+    # --- latency line ------------------------------------------------------------
+    def log_latency(self, now: float) -> dict:
+        fps = self.stats.fps(now)
+        summary = self.stats.summary()
+        src_errors = getattr(self.source, "errors", 0)
+        line: dict[str, Any] = {
+            "fps": round(fps, 2),
+            "frames": self.stats.frames,
+            "skipped": self.stats.skipped,
+            "dropped": self.stats.dropped + int(getattr(self.source, "dropped", 0) or 0),
+            "camera_errors": src_errors,
+            "stages_ms": summary,
+            "latency_p95_ms": summary.get("total", {}).get("p95"),
+            "frame_age_p95_ms": summary.get("frame_age", {}).get("p95"),
+            "presence": self.pipeline.decider.presence(),
+        }
+        line.update(self.probe.readings())
+        self.metrics.set_fps(fps)
+        if "soc_temp_c" in line:
+            self.metrics.set_soc_temperature(line["soc_temp_c"])
+        if "throttled" in line:
+            self.metrics.set_throttled(line["throttled"])
+        log.info("latency", extra={"latency": line})
+        self.publisher.publish_stats(line)
+        p95 = line["latency_p95_ms"]
+        self.notifier.status(f"{fps:.1f} fps, p95 {p95 if p95 is not None else '-'} ms, frames {self.stats.frames}")
+        return line
+
+    # --- main loop ---------------------------------------------------------------
+    def run(self, max_frames: int | None = None) -> int:
+        from edge.http_server import HttpServer
+
+        if self.cfg.http.enabled:
+            self.http = HttpServer(self.cfg.http, self.metrics, self.health, self.snapshot_jpeg)
+            self.http.start()
+            log.info("http listening", extra={"host": self.cfg.http.host, "port": self.http.port})
+        self.source = make_retrying_source(self.cfg.source, self.stop_event)
+        self.source.open()
+        self.last_frame_monotonic = time.monotonic()
+        next_log = time.monotonic() + self.cfg.latency.log_every_s
+        self.stats.fps(time.monotonic())
+        try:
+            while not self.stop_event.is_set():
+                if self.reload_requested.is_set():
+                    self.reload_requested.clear()
+                    self.reload()
+                t0 = time.perf_counter()
+                try:
+                    frame = self.source.read()
+                except SourceExhausted:
+                    log.info("source finished")
+                    break
+                frame.capture_wait_s = time.perf_counter() - t0
+                self.pipeline.process(frame)
+                self.frames += 1
+                self.last_frame_monotonic = time.monotonic()
+                if not self.ready_sent:
+                    self.notifier.ready(status="processing frames")
+                    self.ready_sent = True
+                    log.info("ready", extra={"first_frame_id": frame.frame_id})
+                self.notifier.watchdog()  # progress, not a timer: only after a completed frame
+                now = time.monotonic()
+                if now >= next_log:
+                    self.log_latency(now)
+                    next_log = now + self.cfg.latency.log_every_s
+                if max_frames is not None and self.frames >= max_frames:
+                    break
+        finally:
+            self.shutdown()
+        return 0
+
+    def shutdown(self) -> None:
+        self.notifier.stopping()
+        t0 = time.monotonic()
+        try:
+            self.log_latency(time.monotonic())
+        except Exception:  # noqa: BLE001 - never block shutdown on a summary
+            log.exception("final latency summary failed")
+        if self.source is not None:
+            self.source.close()
+        self.publisher.flush(timeout_s=1.0)
+        self.publisher.close()
+        if self.http is not None:
+            self.http.stop()
+        log.info("stopped", extra={"frames": self.frames, "shutdown_s": round(time.monotonic() - t0, 3)})
+
+
+def run_service(config_path: str | Path, max_frames: int | None = None) -> int:
+    """Entry point for `edge run`: config errors and preflight failures exit non-zero, named."""
+    from edge.manifest import ManifestError
+    from edge.preflight import PreflightError
+    from edge.publish import PublishSetupError
+    from edge.runtimes import RuntimeUnavailable
+
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as exc:
+        setup_logging("INFO")
+        log.error("invalid config", extra={"error": str(exc)})
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(cfg.log.level)
+    try:
+        daemon = Daemon(cfg, config_path)
+    except (ManifestError, PreflightError, RuntimeUnavailable, PublishSetupError, ConfigError, ValueError) as exc:
+        log.error("cannot start", extra={"error": str(exc)})
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    daemon.install_signal_handlers()
+    log.info("starting", extra={"pid": os.getpid(), "config": str(config_path), "source": cfg.source.kind})
+    try:
+        return daemon.run(max_frames=max_frames)
+    except ConfigError as exc:
+        log.error("source setup failed", extra={"error": str(exc)})
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,79 @@
+"""Decide presence per zone with hysteresis and turn changes into events.
+
+A single noisy frame must not make a car arrive or leave: a zone turns present after
+`frames_in` consecutive positive frames and absent after `frames_out` negative ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from edge.events import ARRIVED, LEFT, Box, Event
+
+FRAME_ZONE = "frame"
+
+
+@dataclass
+class ZoneState:
+    present: bool = False
+    streak: int = 0  # consecutive frames disagreeing with `present`
+    since: float | None = None  # when the current car arrived
+    score: float = 0.0
+    box: Box | None = None
+
+
+def overlap_fraction(box: Box, zx: float, zy: float, zw: float, zh: float) -> float:
+    """Fraction of the box's area inside the zone rectangle."""
+    ix = max(0.0, min(box.x + box.width, zx + zw) - max(box.x, zx))
+    iy = max(0.0, min(box.y + box.height, zy + zh) - max(box.y, zy))
+    return ix * iy / max(1e-9, box.width * box.height)
+
+
+@dataclass
+class Decider:
+    """Per-zone hysteresis; zones map name -> (x, y, w, h) in processing-frame pixels."""
+
+    zones: dict[str, tuple[int, int, int, int]]
+    frames_in: int = 3
+    frames_out: int = 5
+    min_overlap: float = 0.5
+    states: dict[str, ZoneState] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in [FRAME_ZONE, *self.zones]:
+            self.states.setdefault(name, ZoneState())
+
+    def _best_in_zone(self, name: str, boxes: list[Box]) -> Box | None:
+        if name == FRAME_ZONE:
+            inside = boxes
+        else:
+            zx, zy, zw, zh = self.zones[name]
+            inside = [b for b in boxes if overlap_fraction(b, zx, zy, zw, zh) >= self.min_overlap]
+        return max(inside, key=lambda b: b.score, default=None)
+
+    def update(self, boxes: list[Box], wall_time: float, frame_id: int) -> list[Event]:
+        """Feed one frame's (thresholded) boxes; returns the events this frame caused."""
+        events = []
+        for name, st in self.states.items():
+            best = self._best_in_zone(name, boxes)
+            seen = best is not None
+            if seen:
+                st.score, st.box = best.score, best
+            if seen == st.present:
+                st.streak = 0
+                continue
+            st.streak += 1
+            if st.streak < (self.frames_in if seen else self.frames_out):
+                continue
+            st.present, st.streak = seen, 0
+            if seen:
+                st.since = wall_time
+                events.append(Event(ARRIVED, name, wall_time, frame_id, best.score, best, None))
+            else:
+                dwell = None if st.since is None else wall_time - st.since
+                events.append(Event(LEFT, name, wall_time, frame_id, st.score, st.box, dwell))
+                st.since, st.box = None, None
+        return events
+
+    def presence(self) -> dict[str, bool]:
+        return {name: st.present for name, st in self.states.items()}

@@ -1,0 +1,285 @@
+"""The service end to end: a real subprocess on the real video, real sd_notify datagrams,
+real HTTP, real signals; and in-process with the fake Picamera2 (the Pi-only seam)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write_config(path: Path, model_dir: Path, tmp: Path, video: Path | None, **sections) -> Path:
+    src = {"kind": "video", "path": str(video), "loop": True, "pace": True} if video else {"kind": "synthetic"}
+    base = {
+        "model": {"path": str(model_dir)},
+        "source": src,
+        "zones": {"left_lane": {"x": 0, "y": 60, "width": 160, "height": 180}},
+        "decide": {"frames_in": 2, "frames_out": 3},
+        "latency": {"log_every_s": 0.5},
+        "events": {"path": str(tmp / "events.jsonl")},
+        "http": {"enabled": True, "port": 0},
+        "watchdog": {"frame_timeout_s": 2.0},
+    }
+    for k, v in sections.items():
+        base[k] = {**base.get(k, {}), **v}
+    lines = []
+    for sec, kv in base.items():
+        if sec == "zones":
+            for zname, z in kv.items():
+                lines.append(f"[zones.{zname}]")
+                lines += [f"{k} = {json.dumps(v)}" for k, v in z.items()]
+            continue
+        lines.append(f"[{sec}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in kv.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class NotifySocket:
+    """A real AF_UNIX datagram socket standing in for systemd's $NOTIFY_SOCKET."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.messages: list[str] = []
+        self._stop = False
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        while not self._stop:
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except OSError:
+                continue
+
+    def wait_for(self, prefix: str, timeout: float = 60) -> str:
+        end = time.time() + timeout
+        while time.time() < end:
+            for m in list(self.messages):
+                if any(line.startswith(prefix) for line in m.splitlines()):
+                    return m
+            time.sleep(0.05)
+        raise AssertionError(f"no {prefix!r} notification; got {self.messages[-5:]}")
+
+    def close(self) -> None:
+        self._stop = True
+        self._t.join(1)
+        self.sock.close()
+
+
+class Service:
+    def __init__(self, config: Path, notify: NotifySocket | None, *extra: str) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if notify:
+            env["NOTIFY_SOCKET"] = str(notify.path)
+        self.proc = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(config), *extra],
+                                     cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines: list[dict] = []
+        self.raw: list[str] = []
+        self._t = threading.Thread(target=self._read, daemon=True)
+        self._t.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.raw.append(line)
+            self.lines.append(json.loads(line))  # every stdout line must be JSON
+
+    def wait_log(self, msg: str, timeout: float = 60, after: int = 0) -> dict:
+        end = time.time() + timeout
+        while time.time() < end:
+            for rec in self.lines[after:]:
+                if rec.get("msg") == msg:
+                    return rec
+            if self.proc.poll() is not None and not any(r.get("msg") == msg for r in self.lines[after:]):
+                time.sleep(0.2)
+                if not any(r.get("msg") == msg for r in self.lines[after:]):
+                    raise AssertionError(f"exited {self.proc.returncode} before {msg!r}: {self.proc.stderr.read()}")
+            time.sleep(0.05)
+        raise AssertionError(f"no {msg!r} log line; last: {self.raw[-3:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def notify(tmp_path):
+    n = NotifySocket(tmp_path / "notify.sock")
+    yield n
+    n.close()
+
+
+def test_service_lifecycle_notify_http_sigterm(trained_model_dir, video_path, tmp_path, notify):
+    cfg = write_config(tmp_path / "config.toml", trained_model_dir, tmp_path, video_path)
+    svc = Service(cfg, notify)
+    try:
+        port = svc.wait_log("http listening")["port"]
+        notify.wait_for("READY=1")
+        notify.wait_for("WATCHDOG=1")
+        lat = svc.wait_log("latency", timeout=30)["latency"]
+        assert set(lat["stages_ms"]) >= {"capture_wait", "preprocess", "infer", "decode_decide", "publish", "total",
+                                         "frame_age"}
+        assert lat["stages_ms"]["frame_age"]["p95"] > 0 and lat["fps"] > 0
+        notify.wait_for("STATUS=")
+        health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).read())
+        assert health["ok"] is True and health["frames"] > 0
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        assert 'car_detector_stage_seconds_bucket{le="0.005",stage="infer"}' in metrics or "stage=\"infer\"" in metrics
+        jpg = urllib.request.urlopen(f"http://127.0.0.1:{port}/snapshot.jpg", timeout=5).read()
+        assert jpg[:2] == b"\xff\xd8"
+        t0 = time.monotonic()
+        svc.proc.send_signal(signal.SIGTERM)
+        assert svc.proc.wait(5) == 0
+        assert time.monotonic() - t0 < 2.0
+        notify.wait_for("STOPPING=1", timeout=2)
+        assert any(r.get("msg") == "stopped" for r in svc.lines)
+    finally:
+        svc.stop()
+
+
+def test_sighup_reload_keeps_running_model_on_failure(trained_model_dir, video_path, tmp_path, notify):
+    cfg_path = write_config(tmp_path / "config.toml", trained_model_dir, tmp_path, video_path)
+    svc = Service(cfg_path, notify)
+    try:
+        svc.wait_log("ready")
+        good = cfg_path.read_text()
+        # A config pointing at a missing model: reload must fail and the service go on.
+        write_config(cfg_path, tmp_path / "no-such-model", tmp_path, video_path)
+        n = len(svc.lines)
+        svc.proc.send_signal(signal.SIGHUP)
+        rec = svc.wait_log("reload failed; keeping the running config and model", after=n)
+        assert "no-such-model" in rec["error"]
+        n = len(svc.lines)
+        svc.wait_log("latency", after=n)  # still processing frames
+        # A valid changed config: reload succeeds.
+        cfg_path.write_text(good.replace("frames_in = 2", "frames_in = 4"))
+        n = len(svc.lines)
+        svc.proc.send_signal(signal.SIGHUP)
+        svc.wait_log("reloaded config and model", after=n)
+        notify.wait_for("RELOADING=1")
+        svc.proc.send_signal(signal.SIGINT)
+        assert svc.proc.wait(5) == 0
+    finally:
+        svc.stop()
+
+
+def test_replay_writes_events_and_exits(trained_model_dir, video_path, tmp_path):
+    cfg = write_config(tmp_path / "config.toml", trained_model_dir, tmp_path, video_path,
+                       source={"pace": False, "loop": False}, processing={"threshold": 0.3})
+    r = subprocess.run([sys.executable, "-m", "edge", "run", "--config", str(cfg)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    recs = [json.loads(x) for x in r.stdout.splitlines()]
+    assert any(x["msg"] == "source finished" for x in recs)
+    last = [x for x in recs if x["msg"] == "latency"][-1]["latency"]
+    assert last["frames"] == 500
+    events = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
+    logged = [x["event"] for x in recs if x["msg"] == "event"]
+    assert events == logged and events, "a highway clip has cars arriving"
+    assert {e["event"] for e in events} <= {"car_arrived", "car_left"}
+    for e in events:
+        assert e["zone"] in ("frame", "left_lane") and 0 <= e["score"] <= 1
+
+
+@pytest.mark.parametrize("edit,expect", [
+    ({"model": {"runtime": "gpu"}}, "model.runtime = 'gpu' is not allowed; use one of 'auto', 'litert'"),
+    ({"source": {"fps": "fast"}}, "source.fps must be a number"),
+    ({"watchdog": {"frame_timeoutt": 1}}, "unknown key watchdog.frame_timeoutt"),
+])
+def test_bad_config_names_the_key(trained_model_dir, tmp_path, edit, expect):
+    cfg = write_config(tmp_path / "c.toml", trained_model_dir, tmp_path, None, **edit)
+    r = subprocess.run([sys.executable, "-m", "edge", "run", "--config", str(cfg)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert expect in r.stderr and str(cfg) in r.stderr
+
+
+def test_corrupt_model_fails_preflight_before_first_frame(trained_model_dir, tmp_path):
+    import shutil
+
+    bad = tmp_path / "model"
+    shutil.copytree(trained_model_dir, bad)
+    data = bytearray((bad / "model_int8.tflite").read_bytes())
+    data[-100] ^= 0xFF
+    (bad / "model_int8.tflite").write_bytes(bytes(data))
+    cfg = write_config(tmp_path / "c.toml", bad, tmp_path, None)
+    r = subprocess.run([sys.executable, "-m", "edge", "run", "--config", str(cfg)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "models.int8.sha256" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "edge", "preflight", "--model", str(bad)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "models.int8.sha256" in r.stderr
+
+
+def test_detect_cli_json_lines(trained_model_dir, cardata, tmp_path):
+    (tmp_path / "bad.png").write_bytes(b"nope")
+    imgs = [str(cardata / "TestImages" / "test-1.pgm"), str(tmp_path / "bad.png")]
+    r = subprocess.run([sys.executable, "-m", "edge", "detect", "--model", str(trained_model_dir), *imgs,
+                        "--threshold", "0.2"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1  # one picture was unreadable
+    good, bad = [json.loads(x) for x in r.stdout.splitlines()]
+    assert good["width"] == 275 and good["height"] == 137 and isinstance(good["car"], bool)
+    for b in good["boxes"]:
+        assert set(b) == {"x", "y", "width", "height", "score"} and b["score"] >= 0.2
+    assert "cannot read picture" in bad["error"]
+
+
+def test_daemon_with_fake_picamera2_in_process(trained_model_dir, tmp_path, monkeypatch):
+    """The Pi-only seam: the daemon drives the fake Picamera2 and releases every request."""
+    from edge.config import load_config
+    from edge.daemon import Daemon
+    from tests.fakes.picamera2 import install_fake_picamera2
+
+    rig = install_fake_picamera2(monkeypatch, busy_inits=1)  # busy at start: retried with backoff
+    cfg = load_config(write_config(tmp_path / "c.toml", trained_model_dir, tmp_path, None,
+                                   source={"kind": "picamera2"}, http={"enabled": False}))
+
+    class Recorder:
+        def __init__(self):
+            self.sent = []
+
+        def __getattr__(self, name):
+            return lambda *a, **k: self.sent.append(name) or True
+
+    rec = Recorder()
+    d = Daemon(cfg, notifier=rec)
+    assert d.run(max_frames=12) == 0
+    assert d.frames == 12 and d.source.errors >= 1
+    assert rec.sent.count("ready") == 1 and rec.sent.count("watchdog") == 12 and "stopping" in rec.sent
+    assert rig.unreleased() == [] and rig.open_instances() == []
+    # frame age is real: the fake's SensorTimestamp lies 20 ms before delivery
+    assert d.stats.summary()["frame_age"]["p50"] >= 20.0
+
+
+def test_bench_prints_rows(trained_model_dir, video_path, tmp_path):
+    out = tmp_path / "bench.json"
+    r = subprocess.run([sys.executable, "-m", "edge", "bench", "--model", str(trained_model_dir), "--video",
+                        str(video_path), "--runs", "20", "--warmup", "3", "--threads", "1",
+                        "--runtimes", "litert,tflite-runtime", "--json", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(out.read_text())
+    assert {(x["runtime"], x["precision"]) for x in rows} == {
+        ("litert", "int8"), ("litert", "float"), ("tflite-runtime", "int8"), ("tflite-runtime", "float")}
+    for x in rows:
+        assert x["width"] == 320 and x["height"] == 240 and x["threads"] == 1
+        for k in ("invoke_ms", "pipeline_ms"):
+            assert {"p50", "p95", "p99", "mean"} <= set(x[k]) and x[k]["p50"] > 0
+    assert "invoke p50" in r.stdout
