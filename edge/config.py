@@ -251,6 +251,7 @@ def _check_ranges(cfg: Config) -> None:
     need(cfg.source.retry_initial_s > 0, "source.retry_initial_s", "must be > 0")
     need(cfg.source.retry_max_s >= cfg.source.retry_initial_s, "source.retry_max_s",
          "must be >= source.retry_initial_s")
+    need(cfg.source.capture_timeout_s > 0, "source.capture_timeout_s", "must be > 0 (seconds to wait for a frame)")
     p = cfg.processing
     need(p.width >= 16 and p.height >= 16, "processing.width/height", "must be >= 16")
     need(len(p.crop) in (0, 4), "processing.crop", "must be [] or [x, y, width, height]")
@@ -273,15 +274,20 @@ def _check_ranges(cfg: Config) -> None:
     need(cfg.decide.frames_in >= 1, "decide.frames_in", "must be >= 1")
     need(cfg.decide.frames_out >= 1, "decide.frames_out", "must be >= 1")
     need(cfg.motion.threshold >= 0, "motion.threshold", "must be >= 0")
+    # <= 0 would silently force inference on every frame, i.e. turn the gate off.
+    need(cfg.motion.max_skip_s > 0, "motion.max_skip_s", "must be > 0 (use motion.enabled = false to turn it off)")
     need(cfg.capture.every_s >= 0, "capture.every_s", "must be >= 0")
     need(0 <= cfg.capture.uncertain_low <= cfg.capture.uncertain_high <= 1, "capture.uncertain_low/high",
          "must satisfy 0 <= low <= high <= 1")
+    need(cfg.capture.max_files >= 1, "capture.max_files", "must be >= 1 (use capture.enabled = false to turn it off)")
     need(cfg.latency.log_every_s > 0, "latency.log_every_s", "must be > 0")
     need(cfg.latency.window >= 10, "latency.window", "must be >= 10")
     need(cfg.events.max_bytes >= 1024, "events.max_bytes", "must be >= 1024")
     need(cfg.events.backups >= 0, "events.backups", "must be >= 0")
     need(0 < cfg.mqtt.port < 65536, "mqtt.port", "must be 1..65535")
     need(cfg.mqtt.queue_max >= 1, "mqtt.queue_max", "must be >= 1")
+    # 0 disables MQTT keepalive: a silently dead broker connection would never be noticed.
+    need(cfg.mqtt.keepalive_s >= 1, "mqtt.keepalive_s", "must be >= 1")
     need(0 <= cfg.http.port < 65536, "http.port", "must be 0..65535 (0 = any free port)")
     need(cfg.watchdog.frame_timeout_s > 0, "watchdog.frame_timeout_s", "must be > 0")
 
@@ -305,7 +311,8 @@ def load_config(path: str | Path) -> Config:
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        # utf-8-sig: a file saved by a Windows editor starts with a BOM that TOML rejects.
+        data = tomllib.loads(raw.decode("utf-8-sig"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     try:

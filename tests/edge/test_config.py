@@ -1,0 +1,192 @@
+"""load_config: a real TOML file in, a typed Config or an error that names key, file and fix."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+
+from edge.config import Config, ConfigError, Zone, load_config
+
+
+def write(tmp_path: Path, text: str, name: str = "config.toml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def error(tmp_path: Path, text: str) -> str:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    msg = str(exc.value)
+    assert str(path) in msg, f"the error must name the file: {msg}"
+    return msg
+
+
+def toml_value(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return repr(v)
+
+
+def test_empty_file_gives_valid_defaults(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, ""))
+    assert cfg == Config()
+    assert cfg.model.runtime == "auto" and cfg.source.kind == "picamera2"
+    assert cfg.zones == {}
+
+
+def test_every_default_written_out_loads_back_equal(tmp_path: Path) -> None:
+    """All defaults pass validation, and every declared key is accepted by the loader."""
+    lines = []
+    for section in dataclasses.fields(Config):
+        if section.name == "zones":
+            continue
+        lines.append(f"[{section.name}]")
+        for key, value in dataclasses.asdict(getattr(Config(), section.name)).items():
+            lines.append(f"{key} = {toml_value(value)}")
+    assert load_config(write(tmp_path, "\n".join(lines) + "\n")) == Config()
+
+
+def test_values_are_typed_and_zones_parsed(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, """
+[model]
+runtime = "tflite-runtime"
+[source]
+kind = "video"
+path = "/tmp/v.avi"
+fps = 30          # an integer where a number is wanted is fine
+[processing]
+width = 320
+height = 240
+crop = [0, 0, 320, 240]
+scales = [1, 0.5]
+[zones.driveway]
+x = 10
+y = 20
+width = 100
+height = 50
+"""))
+    assert cfg.model.runtime == "tflite-runtime"
+    assert cfg.source.fps == 30.0 and isinstance(cfg.source.fps, float)
+    assert cfg.processing.scales == [1.0, 0.5] and all(isinstance(s, float) for s in cfg.processing.scales)
+    assert cfg.zones == {"driveway": Zone(10, 20, 100, 50)}
+
+
+def test_unknown_key_in_section_is_named_with_allowed_keys(tmp_path: Path) -> None:
+    msg = error(tmp_path, '[source]\nkindd = "video"\n')
+    assert "source.kindd" in msg
+    assert "kind" in msg and "fps" in msg  # the allowed keys are listed
+
+
+def test_unknown_section_is_named(tmp_path: Path) -> None:
+    msg = error(tmp_path, "[modle]\npath = 'x'\n")
+    assert "modle" in msg and "model" in msg
+
+
+def test_bad_literal_lists_allowed_values(tmp_path: Path) -> None:
+    msg = error(tmp_path, '[model]\nruntime = "gpu"\n')
+    assert "model.runtime" in msg and "'gpu'" in msg
+    for allowed in ("auto", "litert", "tflite-runtime", "tensorflow"):
+        assert f"'{allowed}'" in msg
+
+
+def test_wrong_type_names_key_and_expected_type(tmp_path: Path) -> None:
+    msg = error(tmp_path, '[source]\nfps = "fast"\n')
+    assert "source.fps" in msg and "number" in msg and "'fast'" in msg
+    msg = error(tmp_path, "[source]\nwidth = 320.5\n")
+    assert "source.width" in msg and "integer" in msg
+    msg = error(tmp_path, "[http]\nenabled = 1\n")
+    assert "http.enabled" in msg and "true or false" in msg
+    msg = error(tmp_path, '[processing]\nscales = [1.0, "big"]\n')
+    assert "processing.scales[1]" in msg
+
+
+def test_section_that_is_not_a_table(tmp_path: Path) -> None:
+    msg = error(tmp_path, "model = 3\n")
+    assert "[model]" in msg and "table" in msg
+
+
+def test_zone_outside_processing_frame(tmp_path: Path) -> None:
+    msg = error(tmp_path, """
+[processing]
+width = 320
+height = 240
+[zones.door]
+x = 300
+y = 0
+width = 40
+height = 40
+""")
+    assert "zones.door" in msg and "320x240" in msg and "processing frame" in msg
+
+
+def test_zone_must_have_all_keys(tmp_path: Path) -> None:
+    msg = error(tmp_path, "[zones.door]\nx = 0\ny = 0\nwidth = 10\n")
+    assert "zones.door.height" in msg
+
+
+def test_zone_named_frame_is_reserved(tmp_path: Path) -> None:
+    msg = error(tmp_path, "[zones.frame]\nx = 0\ny = 0\nwidth = 10\nheight = 10\n")
+    assert "zones.frame" in msg and "reserved" in msg
+
+
+def test_crop_outside_source(tmp_path: Path) -> None:
+    msg = error(tmp_path, """
+[source]
+width = 320
+height = 240
+[processing]
+crop = [200, 0, 200, 100]
+""")
+    assert "processing.crop" in msg and "320x240 source frame" in msg
+    msg = error(tmp_path, "[processing]\ncrop = [0, 0, 100]\n")
+    assert "processing.crop" in msg and "[x, y, width, height]" in msg
+
+
+def test_missing_file_names_path_and_what_to_do(tmp_path: Path) -> None:
+    path = tmp_path / "nope" / "config.toml"
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    msg = str(exc.value)
+    assert str(path) in msg and "does not exist" in msg and "--config" in msg
+
+
+def test_invalid_toml_names_path_and_position(tmp_path: Path) -> None:
+    msg = error(tmp_path, "[model]\nruntime = auto\n")  # unquoted string
+    assert "not valid TOML" in msg
+    assert re.search(r"line 2", msg), msg
+
+
+def test_utf8_bom_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf[model]\nruntime = \"litert\"\n")
+    assert load_config(path).model.runtime == "litert"
+
+
+def test_video_kind_needs_a_path(tmp_path: Path) -> None:
+    msg = error(tmp_path, '[source]\nkind = "video"\n')
+    assert "source.path" in msg and "'video'" in msg
+    msg = error(tmp_path, '[source]\nkind = "images"\npath = ""\n')
+    assert "source.path" in msg
+
+
+@pytest.mark.parametrize("text,key", [
+    ("[motion]\nmax_skip_s = 0\n", "motion.max_skip_s"),
+    ("[capture]\nmax_files = 0\n", "capture.max_files"),
+    ("[source]\ncapture_timeout_s = 0\n", "source.capture_timeout_s"),
+    ("[mqtt]\nkeepalive_s = 0\n", "mqtt.keepalive_s"),
+    ("[source]\nfps = 0\n", "source.fps"),
+    ("[processing]\nscales = []\n", "processing.scales"),
+    ("[capture]\nuncertain_low = 0.8\nuncertain_high = 0.2\n", "capture.uncertain_low/high"),
+    ("[decide]\nframes_in = 0\n", "decide.frames_in"),
+])
+def test_out_of_range_values_are_named(tmp_path: Path, text: str, key: str) -> None:
+    assert key in error(tmp_path, text)

@@ -1,0 +1,144 @@
+"""Decider: per-zone hysteresis, zone membership by overlap, and the events it emits."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge.decide import FRAME_ZONE, Decider, overlap_fraction
+from edge.events import ARRIVED, LEFT, Box, Event
+
+# A car box fully inside the left half of a 320x240 frame, and one fully inside the right.
+LEFT_CAR = Box(20.0, 100.0, 100.0, 40.0, 0.9)
+RIGHT_CAR = Box(200.0, 100.0, 100.0, 40.0, 0.8)
+ZONES = {"left": (0, 0, 160, 240), "right": (160, 0, 160, 240)}
+
+
+def feed(d: Decider, frames: list[list[Box]], t0: float = 1000.0, dt: float = 1.0, fid0: int = 0) -> list[Event]:
+    """Feed frames at t0, t0+dt, ...; returns all events in order."""
+    out: list[Event] = []
+    for i, boxes in enumerate(frames):
+        out += d.update(boxes, t0 + i * dt, fid0 + i)
+    return out
+
+
+def test_overlap_fraction_is_share_of_box_area_inside_zone() -> None:
+    box = Box(0.0, 0.0, 10.0, 10.0, 1.0)
+    assert overlap_fraction(box, 0, 0, 100, 100) == pytest.approx(1.0)
+    assert overlap_fraction(box, 5, 0, 100, 100) == pytest.approx(0.5)
+    assert overlap_fraction(box, 5, 5, 100, 100) == pytest.approx(0.25)
+    assert overlap_fraction(box, 10, 0, 100, 100) == 0.0  # touching edges only
+    assert overlap_fraction(box, 50, 50, 10, 10) == 0.0
+    # Negative coordinates (car cut by the border): half of it is outside the picture.
+    assert overlap_fraction(Box(-5.0, 0.0, 10.0, 10.0, 1.0), 0, 0, 100, 100) == pytest.approx(0.5)
+
+
+def test_arrives_after_exactly_frames_in_consecutive_positives() -> None:
+    d = Decider({}, frames_in=3, frames_out=5)
+    assert d.update([LEFT_CAR], 1.0, 1) == []
+    assert d.update([LEFT_CAR], 2.0, 2) == []
+    assert d.presence() == {FRAME_ZONE: False}
+    events = d.update([LEFT_CAR], 3.0, 3)
+    assert events == [Event(ARRIVED, FRAME_ZONE, 3.0, 3, 0.9, LEFT_CAR, None)]
+    assert d.presence() == {FRAME_ZONE: True}
+    # Staying present emits nothing more.
+    assert feed(d, [[LEFT_CAR]] * 10, t0=4.0) == []
+
+
+def test_leaves_after_exactly_frames_out_consecutive_negatives_with_dwell() -> None:
+    d = Decider({}, frames_in=2, frames_out=4)
+    arrived = feed(d, [[LEFT_CAR], [LEFT_CAR]], t0=100.0)
+    assert [e.kind for e in arrived] == [ARRIVED] and arrived[0].time == 101.0
+    # Last sighting before leaving has a different score: the LEFT event reports it.
+    last = Box(22.0, 101.0, 100.0, 40.0, 0.7)
+    assert d.update([last], 105.0, 10) == []
+    for i, t in enumerate((106.0, 107.0, 108.0)):
+        assert d.update([], t, 11 + i) == []
+        assert d.presence()[FRAME_ZONE] is True
+    events = d.update([], 109.5, 14)
+    assert len(events) == 1
+    ev = events[0]
+    assert (ev.kind, ev.zone, ev.time, ev.frame_id) == (LEFT, FRAME_ZONE, 109.5, 14)
+    assert ev.score == 0.7 and ev.box == last
+    assert ev.dwell_s == pytest.approx(109.5 - 101.0)
+    assert d.presence() == {FRAME_ZONE: False}
+
+
+@pytest.mark.parametrize("frames_in,frames_out", [(2, 2), (3, 5), (5, 3)])
+def test_a_single_noisy_frame_never_flips_state(frames_in: int, frames_out: int) -> None:
+    d = Decider({}, frames_in=frames_in, frames_out=frames_out)
+    # Absent, with isolated false positives: one positive between negatives, repeatedly.
+    noisy_absent = [[LEFT_CAR] if i % 2 == 0 else [] for i in range(40)]
+    assert feed(d, noisy_absent) == []
+    assert d.presence()[FRAME_ZONE] is False
+    # Get it present, then isolated misses (one negative between positives) never make it leave.
+    assert [e.kind for e in feed(d, [[LEFT_CAR]] * frames_in, t0=2000.0)] == [ARRIVED]
+    noisy_present = [[] if i % 2 == 0 else [LEFT_CAR] for i in range(40)]
+    assert feed(d, noisy_present, t0=3000.0) == []
+    assert d.presence()[FRAME_ZONE] is True
+
+
+def test_streak_must_be_consecutive() -> None:
+    """frames_in - 1 positives, a miss, frames_in - 1 positives: still absent."""
+    d = Decider({}, frames_in=3, frames_out=3)
+    assert feed(d, [[LEFT_CAR], [LEFT_CAR], [], [LEFT_CAR], [LEFT_CAR], []]) == []
+    assert d.presence()[FRAME_ZONE] is False
+    assert [e.kind for e in feed(d, [[LEFT_CAR]] * 3, t0=50.0)] == [ARRIVED]
+
+
+def test_zones_are_independent_and_frame_zone_covers_everything() -> None:
+    d = Decider(ZONES, frames_in=2, frames_out=2)
+    assert set(d.presence()) == {FRAME_ZONE, "left", "right"}
+    events = feed(d, [[LEFT_CAR], [LEFT_CAR]])
+    assert sorted(e.zone for e in events) == [FRAME_ZONE, "left"]
+    assert all(e.kind == ARRIVED for e in events)
+    assert d.presence() == {FRAME_ZONE: True, "left": True, "right": False}
+
+    # The car moves from left to right: left leaves, right arrives, the frame stays occupied.
+    events = feed(d, [[RIGHT_CAR], [RIGHT_CAR]], t0=10.0, fid0=2)
+    assert sorted((e.zone, e.kind) for e in events) == [("left", LEFT), ("right", ARRIVED)]
+    right = next(e for e in events if e.zone == "right")
+    assert right.box == RIGHT_CAR and right.score == 0.8
+    assert d.presence() == {FRAME_ZONE: True, "left": False, "right": True}
+
+
+def test_frame_zone_reports_best_scoring_box() -> None:
+    d = Decider(ZONES, frames_in=1, frames_out=1)
+    events = d.update([RIGHT_CAR, LEFT_CAR], 5.0, 0)
+    frame_ev = next(e for e in events if e.zone == FRAME_ZONE)
+    assert frame_ev.box == LEFT_CAR and frame_ev.score == 0.9
+    by_zone = {e.zone: e.box for e in events}
+    assert by_zone["left"] == LEFT_CAR and by_zone["right"] == RIGHT_CAR
+
+
+def test_min_overlap_decides_zone_membership() -> None:
+    # Box x 100..200 over a zone boundary at 160: 60% in "left", 40% in "right".
+    straddler = Box(100.0, 100.0, 100.0, 40.0, 0.9)
+    d = Decider(ZONES, frames_in=1, frames_out=1, min_overlap=0.5)
+    d.update([straddler], 1.0, 0)
+    assert d.presence() == {FRAME_ZONE: True, "left": True, "right": False}
+
+    d = Decider(ZONES, frames_in=1, frames_out=1, min_overlap=0.3)
+    d.update([straddler], 1.0, 0)
+    assert d.presence() == {FRAME_ZONE: True, "left": True, "right": True}
+
+    d = Decider(ZONES, frames_in=1, frames_out=1, min_overlap=0.7)
+    d.update([straddler], 1.0, 0)
+    assert d.presence() == {FRAME_ZONE: True, "left": False, "right": False}
+
+
+def test_box_outside_every_zone_only_counts_for_frame() -> None:
+    d = Decider({"gate": (0, 0, 50, 50)}, frames_in=1, frames_out=1)
+    events = d.update([RIGHT_CAR], 1.0, 0)
+    assert [(e.zone, e.kind) for e in events] == [(FRAME_ZONE, ARRIVED)]
+    assert d.presence() == {FRAME_ZONE: True, "gate": False}
+
+
+def test_rearrival_starts_a_new_dwell() -> None:
+    d = Decider({}, frames_in=1, frames_out=1)
+    feed(d, [[LEFT_CAR]], t0=10.0)
+    (left1,) = d.update([], 15.0, 1)
+    assert left1.dwell_s == pytest.approx(5.0)
+    d.update([RIGHT_CAR], 100.0, 2)
+    (left2,) = d.update([], 103.0, 3)
+    assert left2.dwell_s == pytest.approx(3.0)
+    assert left2.box == RIGHT_CAR
