@@ -30,6 +30,7 @@ class FrameCapture:
         self.dir = Path(cfg.dir)
         # None: the first frame is saved, whatever the monotonic clock's origin happens to be.
         self._last_periodic: float | None = None
+        self._last_uncertain: float | None = None
         self._warned_full = False
         self.saved = 0
         self._count = 0
@@ -43,7 +44,10 @@ class FrameCapture:
         if self.cfg.every_s > 0 and (self._last_periodic is None or now - self._last_periodic >= self.cfg.every_s):
             self._last_periodic = now
             return "periodic"
-        if self.cfg.uncertain_low <= top_score <= self.cfg.uncertain_high:
+        if self.cfg.uncertain_low <= top_score <= self.cfg.uncertain_high and (
+            self._last_uncertain is None or now - self._last_uncertain >= self.cfg.uncertain_min_interval_s
+        ):
+            self._last_uncertain = now  # a lingering doubtful car would otherwise save 15 frames/s
             return "uncertain"
         return None
 

@@ -91,6 +91,7 @@ class CaptureConfig:
     every_s: float = 0.0  # 0: off
     uncertain_low: float = 0.3
     uncertain_high: float = 0.7
+    uncertain_min_interval_s: float = 10.0  # at most one "uncertain" frame per this many seconds
     max_files: int = 10000
 
 
@@ -277,6 +278,7 @@ def _check_ranges(cfg: Config) -> None:
     # <= 0 would silently force inference on every frame, i.e. turn the gate off.
     need(cfg.motion.max_skip_s > 0, "motion.max_skip_s", "must be > 0 (use motion.enabled = false to turn it off)")
     need(cfg.capture.every_s >= 0, "capture.every_s", "must be >= 0")
+    need(cfg.capture.uncertain_min_interval_s >= 0, "capture.uncertain_min_interval_s", "must be >= 0")
     need(0 <= cfg.capture.uncertain_low <= cfg.capture.uncertain_high <= 1, "capture.uncertain_low/high",
          "must satisfy 0 <= low <= high <= 1")
     need(cfg.capture.max_files >= 1, "capture.max_files", "must be >= 1 (use capture.enabled = false to turn it off)")

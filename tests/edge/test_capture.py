@@ -20,7 +20,8 @@ BOX = Box(10.5, -3.25, 100.0, 40.0, 0.55)
 
 def make(tmp_path: Path, **over: object) -> FrameCapture:
     base: dict[str, object] = dict(enabled=True, dir=str(tmp_path / "cap"), every_s=0.0,
-                                   uncertain_low=0.3, uncertain_high=0.7, max_files=100)
+                                   uncertain_low=0.3, uncertain_high=0.7, max_files=100,
+                                   uncertain_min_interval_s=0.0)
     base.update(over)
     return FrameCapture(CaptureConfig(**base))  # type: ignore[arg-type]
 
@@ -119,3 +120,11 @@ def test_max_files_caps_the_folder_and_counts_existing_files(tmp_path: Path,
     assert again.maybe_save(image(10), 10, WALL + 10, 0.5, [], {}, now=10.0) is None
     assert len(pngs(again)) == 4
     assert len(list(again.dir.glob("*.json"))) == 4
+
+
+def test_uncertain_saves_are_rate_limited(tmp_path: Path) -> None:
+    """A doubtful car parked for minutes must not write 15 PNGs a second."""
+    cap = make(tmp_path, uncertain_min_interval_s=10.0)
+    assert cap.reason(0.5, now=100.0) == "uncertain"
+    assert cap.reason(0.5, now=105.0) is None
+    assert cap.reason(0.5, now=110.0) == "uncertain"
