@@ -58,6 +58,9 @@ class Zone:
     y: int
     width: int
     height: int
+    # true: classify this zone's crop (resized to the model window) instead of looking for
+    # detected boxes inside it. Right for a fixed parking space seen at an angle.
+    classify: bool = False
 
 
 @dataclass

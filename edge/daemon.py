@@ -96,6 +96,8 @@ class Daemon:
         self.last_frame_monotonic = time.monotonic()
         self.reloads = {"ok": 0, "failed": 0}
         self.source: FrameSource | None = None
+        self._prev_ts: int | None = None
+        self._errors_seen = 0
         self.http = None
         detector = load_model_checked(cfg)
         log.info("model loaded", extra={"runtime": detector.runtime, "model": cfg.model.path,
@@ -180,7 +182,7 @@ class Daemon:
             "fps": round(fps, 2),
             "frames": self.stats.frames,
             "skipped": self.stats.skipped,
-            "dropped": self.stats.dropped + int(getattr(self.source, "dropped", 0) or 0),
+            "dropped": self.stats.dropped,
             "camera_errors": src_errors,
             "stages_ms": summary,
             "latency_p95_ms": summary.get("total", {}).get("p95"),
@@ -224,6 +226,8 @@ class Daemon:
                     log.info("source finished")
                     break
                 frame.capture_wait_s = time.perf_counter() - t0
+                self._count_dropped(frame.timestamp_ns)
+                self._count_camera_errors()
                 self.pipeline.process(frame)
                 self.frames += 1
                 self.last_frame_monotonic = time.monotonic()
@@ -241,6 +245,22 @@ class Daemon:
         finally:
             self.shutdown()
         return 0
+
+    def _count_camera_errors(self) -> None:
+        errs = int(getattr(self.source, "errors", 0))
+        if errs > self._errors_seen:
+            self.metrics.inc_camera_error(errs - self._errors_seen)
+            self._errors_seen = errs
+
+    def _count_dropped(self, timestamp_ns: int) -> None:
+        """A camera drops frames it cannot hand over in time: visible as timestamp gaps."""
+        prev, self._prev_ts = self._prev_ts, timestamp_ns
+        if prev is None or self.cfg.source.kind != "picamera2":
+            return
+        missed = int(round((timestamp_ns - prev) / 1e9 * self.cfg.source.fps)) - 1
+        if missed > 0:
+            self.stats.dropped += missed
+            self.metrics.inc_dropped(missed)
 
     def shutdown(self) -> None:
         self.notifier.stopping()

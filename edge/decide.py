@@ -51,11 +51,19 @@ class Decider:
             inside = [b for b in boxes if overlap_fraction(b, zx, zy, zw, zh) >= self.min_overlap]
         return max(inside, key=lambda b: b.score, default=None)
 
-    def update(self, boxes: list[Box], wall_time: float, frame_id: int) -> list[Event]:
-        """Feed one frame's (thresholded) boxes; returns the events this frame caused."""
+    def update(self, boxes: list[Box], wall_time: float, frame_id: int,
+               zone_hits: dict[str, Box | None] | None = None) -> list[Event]:
+        """Feed one frame's (thresholded) boxes; returns the events this frame caused.
+
+        `zone_hits` overrides the box search for zones classified from their own crop:
+        a Box (the zone rectangle with the crop's score) when a car is there, else None.
+        """
         events = []
         for name, st in self.states.items():
-            best = self._best_in_zone(name, boxes)
+            if zone_hits is not None and name in zone_hits:
+                best = zone_hits[name]
+            else:
+                best = self._best_in_zone(name, boxes)
             seen = best is not None
             if seen:
                 st.score, st.box = best.score, best

@@ -21,6 +21,7 @@ from edge.events import Box, Event
 from edge.frame import Frame
 from edge.latency import RollingStats
 from edge.metrics import Metrics
+from edge.model import ScoreMapModel
 from edge.motion import MotionGate
 from edge.preprocess import crop, resize
 from edge.publish.base import Publisher
@@ -52,6 +53,35 @@ def build_decider(cfg: Config) -> Decider:
     return Decider(zones, cfg.decide.frames_in, cfg.decide.frames_out, cfg.processing.min_overlap)
 
 
+class ZoneClassifier:
+    """Per-zone crops: each `classify = true` zone is cropped, resized to the model window
+    and scored by a window-sized interpreter, one small invoke per zone."""
+
+    def __init__(self, zones: dict[str, tuple[int, int, int, int]], model: ScoreMapModel, threshold: float) -> None:
+        self.zones = zones
+        self.model = model
+        self.threshold = threshold
+        mf = model.manifest
+        self.window = (mf.window_height, mf.window_width)
+        model.set_input_size(*self.window)
+
+    @classmethod
+    def from_config(cls, cfg: Config, detector: Detector) -> "ZoneClassifier":
+        zones = {n: (z.x, z.y, z.width, z.height) for n, z in cfg.zones.items() if z.classify}
+        model = ScoreMapModel.load(cfg.model.path, runtime=cfg.model.runtime, num_threads=cfg.model.num_threads,
+                                   precision=cfg.model.precision)
+        return cls(zones, model, detector.threshold)
+
+    def classify(self, image: np.ndarray) -> dict[str, Box | None]:
+        out: dict[str, Box | None] = {}
+        h, w = self.window
+        for name, (x, y, zw, zh) in self.zones.items():
+            crop_img = resize(image[y : y + zh, x : x + zw], w, h)
+            score = float(self.model.score_map(crop_img)[0, 0])
+            out[name] = Box(float(x), float(y), float(zw), float(zh), score) if score >= self.threshold else None
+        return out
+
+
 class Pipeline:
     """Stateful per-frame processing; swap parts atomically with `replace` on reload."""
 
@@ -65,6 +95,9 @@ class Pipeline:
         self.stats = stats or RollingStats(cfg.latency.window)
         self.motion = MotionGate(cfg.motion.threshold, cfg.motion.max_skip_s) if cfg.motion.enabled else None
         self.capture = FrameCapture(cfg.capture)
+        self.zone_classifier = ZoneClassifier.from_config(cfg, detector) if any(
+            z.classify for z in cfg.zones.values()) else None
+        self._last_zone_hits: dict[str, Box | None] | None = None
         self._last_boxes: list[Box] = []
         self._last_top = 0.0
         self._lock = threading.Lock()
@@ -105,8 +138,10 @@ class Pipeline:
             self.stats.skipped += 1
             if self.metrics is not None:
                 self.metrics.inc_skipped()
+            if self.zone_classifier is not None:
+                self._last_zone_hits = self.zone_classifier.classify(image)
         res.boxes, res.top_score = boxes, self._last_top
-        res.events = self.decider.update(boxes, frame.wall_time, frame.frame_id)
+        res.events = self.decider.update(boxes, frame.wall_time, frame.frame_id, self._last_zone_hits)
         t3 = time.perf_counter()
         self._stage("decode_decide", t3 - t2, res)
 
