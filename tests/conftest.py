@@ -26,14 +26,21 @@ def cardata() -> Path:
 def trained_run(tmp_path_factory, cardata) -> Path:
     """A real training run on real data with few epochs: the model every edge test uses.
 
-    This is CI's real-data training; it takes about a minute on 2 cores.
+    This is CI's real-data training (about a minute on 2 cores). It runs as `make train`
+    does, in its own process: TensorFlow must not be loaded in the test process, where
+    tflite-runtime would then fail to read models (two TFLite builds in one process).
     """
-    from training.train import TrainConfig, run
+    import subprocess
+    import sys
 
     root = tmp_path_factory.mktemp("artifacts")
-    cfg = TrainConfig(data=str(cardata), artifacts=str(root), run_name="ci", epochs=3, dense_epochs=2,
-                      patience=3, calibration_samples=100)
-    return run(cfg)
+    cmd = [sys.executable, "-m", "training", "train", "--data", str(cardata), "--artifacts", str(root),
+           "--run-name", "ci", "--epochs", "3", "--dense-epochs", "2", "--patience", "3",
+           "--calibration-samples", "100"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        pytest.fail(f"training failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return root / "ci"
 
 
 @pytest.fixture(scope="session")

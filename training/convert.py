@@ -100,7 +100,10 @@ def count_macs(model, height: int, width: int) -> int:
     macs = 0
     for layer in model.layers[1:]:
         out = tuple(layer.compute_output_shape(shape))
-        if isinstance(layer, layers.Conv2D):
+        if isinstance(layer, layers.DepthwiseConv2D):  # one kh x kw filter per channel
+            kh, kw = layer.kernel_size
+            macs += int(np.prod(out[1:])) * kh * kw
+        elif isinstance(layer, layers.Conv2D):
             kh, kw = layer.kernel_size
             macs += int(np.prod(out[1:])) * kh * kw * int(shape[-1])
         elif isinstance(layer, layers.Dense):

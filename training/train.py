@@ -40,8 +40,8 @@ from training.model import (
 
 log = logging.getLogger(__name__)
 
-PAD_ROWS = 16  # lets windows start above/left of the frame: cars cut by the border
-PAD_COLS = 40
+PAD_ROWS = 8  # lets windows start above/left of the frame: cars cut by the border
+PAD_COLS = 16
 
 
 class GateError(RuntimeError):
