@@ -7,6 +7,7 @@ the golden frames reproduced within tolerance. Each failure names the manifest f
 from __future__ import annotations
 
 import logging
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -55,11 +56,15 @@ def _check_tensors(model: ScoreMapModel) -> None:
             raise PreflightError(f"{field}.shape: model has {list(det['shape'])}, manifest says {want.shape}")
 
 
-def _golden_key(data, precision: str, runtime: str, i: int) -> tuple[str, bool]:
-    """The stored output for this runtime if the workstation had it (exact), else the reference."""
+def _golden_key(data, precision: str, runtime: str, i: int, same_machine: bool) -> tuple[str, bool]:
+    """The stored output for this runtime if the workstation had it, else the reference.
+
+    Exactness is demanded only on the same runtime and CPU architecture: int8 kernels for
+    arm64 and x86 may round requantisation ties differently.
+    """
     own = f"{precision}_{runtime}_{i}"
     if own in data:
-        return own, True
+        return own, same_machine
     return f"{precision}_{i}", False
 
 
@@ -68,7 +73,7 @@ def _within(worst: dict, precision: str, exact: bool, tol: dict) -> bool:
         return worst["max_abs"] == 0.0
     if precision == "float":
         return worst["max_abs"] <= tol.get("float_max_abs", 1e-3)
-    return worst["max_abs"] <= tol.get("int8_max_abs_lsb", 1) and worst["fraction_differing"] <= tol.get(
+    return worst["max_abs"] <= tol.get("int8_max_abs_lsb", 2) and worst["fraction_differing"] <= tol.get(
         "int8_max_fraction_differing", 0.35)
 
 
@@ -82,12 +87,13 @@ def _check_golden(model: ScoreMapModel) -> dict:
         raise PreflightError(f"golden.file: {path} is missing")
     if sha256_file(path) != golden["sha256"]:
         raise PreflightError(f"golden.sha256: {path} does not match the manifest")
-    tol = golden.get("tolerance", {}).get("other_runtime", {})
+    tol = golden.get("tolerance", {}).get("otherwise", {})
+    same_machine = golden.get("machine") == platform.machine()
     worst = {"max_abs": 0.0, "fraction_differing": 0.0, "frames": 0, "exact_runtime_match": True}
     differing = cells = 0
     with np.load(path, allow_pickle=False) as data:
         for i, entry in enumerate(golden["frames"]):
-            key, exact = _golden_key(data, model.precision, model.runtime, i)
+            key, exact = _golden_key(data, model.precision, model.runtime, i, same_machine)
             if key not in data:
                 raise PreflightError(f"golden: no {model.precision} output for {entry['name']}")
             worst["exact_runtime_match"] &= exact
@@ -102,7 +108,8 @@ def _check_golden(model: ScoreMapModel) -> dict:
             worst["frames"] += 1
     worst["fraction_differing"] = differing / max(1, cells)  # pooled: 1x1 window outputs are all-or-nothing
     if not _within(worst, model.precision, bool(worst["exact_runtime_match"]), tol):
-        how = ("must match exactly (the workstation ran this runtime)" if worst["exact_runtime_match"]
+        how = ("must match exactly (the workstation ran this runtime on this CPU architecture)"
+               if worst["exact_runtime_match"]
                else f"tolerance {tol}")
         raise PreflightError(
             f"golden: outputs differ from the workstation's (max |diff| {worst['max_abs']}, "

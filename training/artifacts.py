@@ -79,9 +79,13 @@ def write_golden(work_dir: Path, frames: list[np.ndarray], precisions: list[str]
         "precisions": precisions,
         "reference_runtime": runtimes[0],
         "runtimes": runtimes,
+        "machine": platform.machine(),
         "tolerance": {
-            "same_runtime": "exact",
-            "other_runtime": {"int8_max_abs_lsb": 1, "int8_max_fraction_differing": 0.35, "float_max_abs": 1e-3},
+            "same_runtime_and_machine": "exact",
+            # tflite-runtime 2.14's arm64 depthwise kernel rounds ties up where x86 rounds them
+            # away from zero: 1 LSB at first, up to 2 LSB after later layers (measured by
+            # `make pi-sim`). Anything beyond that is a broken install.
+            "otherwise": {"int8_max_abs_lsb": 2, "int8_max_fraction_differing": 0.35, "float_max_abs": 1e-3},
         },
     }
 
