@@ -9,7 +9,9 @@ import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ logging (CUDA probing, tf.data attribute notices) is noise for a user on
+# a laptop; Python-level errors still surface as exceptions.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def _classes(text: str) -> dict[str, str]:

@@ -99,6 +99,43 @@ def _targets(y: np.ndarray) -> np.ndarray:
     return y.astype(np.float32)[:, None, None, None]
 
 
+def augmented_windows(cfg: TrainConfig, pos: np.ndarray, neg: np.ndarray):
+    """A Keras dataset that draws a fresh augmented epoch after each epoch (seeded).
+
+    The epoch size is fixed by the first draw (hard negatives are drawn at random, so
+    later draws are trimmed or topped up) because Keras counts batches once.
+    """
+    import keras
+
+    class AugmentedWindows(keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__(workers=1, use_multiprocessing=False)
+            self.rng = np.random.default_rng(cfg.seed)
+            x, y = make_batch_set(pos, neg, self.rng, copies=cfg.copies)
+            self.n = len(y)
+            self.x, self.y = x, _targets(y)
+
+        def _redraw(self) -> None:
+            x, y = make_batch_set(pos, neg, self.rng, copies=cfg.copies)
+            idx = np.arange(len(y))
+            if len(idx) < self.n:
+                idx = np.concatenate([idx, self.rng.choice(len(y), self.n - len(idx))])
+            idx = idx[: self.n]
+            self.x, self.y = x[idx], _targets(y[idx])
+
+        def __len__(self) -> int:
+            return int(np.ceil(self.n / cfg.batch_size))
+
+        def __getitem__(self, i: int):
+            s = slice(i * cfg.batch_size, (i + 1) * cfg.batch_size)
+            return self.x[s], self.y[s]
+
+        def on_epoch_end(self) -> None:
+            self._redraw()
+
+    return AugmentedWindows()
+
+
 def train_cnn(cfg: TrainConfig, train: WindowSet, val: WindowSet) -> tuple[Any, dict[str, list[float]], int]:
     """Fresh augmentation every epoch; early stopping on held-out loss, best weights kept."""
     import keras
@@ -109,32 +146,14 @@ def train_cnn(cfg: TrainConfig, train: WindowSet, val: WindowSet) -> tuple[Any, 
         loss=keras.losses.BinaryCrossentropy(from_logits=True),
         metrics=[keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)],
     )
-    rng = np.random.default_rng(cfg.seed)
-    pos = train.images[train.labels == 1]
-    neg = train.images[train.labels == 0]
-    vx, vy = _as_input(val.images), _targets(val.labels)
-    history: dict[str, list[float]] = {}
-    best, best_weights, best_epoch, waited = np.inf, model.get_weights(), 0, 0
-    for epoch in range(cfg.epochs):
-        x, y = make_batch_set(pos, neg, rng, copies=cfg.copies)
-        lr = cfg.learning_rate * (0.5 ** (epoch // 10))
-        model.optimizer.learning_rate.assign(lr)
-        h = model.fit(
-            x, _targets(y), batch_size=cfg.batch_size, epochs=epoch + 1, initial_epoch=epoch,
-            validation_data=(vx, vy), verbose=2, shuffle=True,
-        )
-        for k, v in h.history.items():
-            history.setdefault(k, []).append(float(v[-1]))
-        val_loss = history["val_loss"][-1]
-        if val_loss < best - 1e-4:
-            best, best_weights, best_epoch, waited = val_loss, model.get_weights(), epoch + 1, 0
-        else:
-            waited += 1
-            if waited >= cfg.patience:
-                print(f"early stopping: no val_loss improvement for {cfg.patience} epochs", flush=True)
-                break
-    model.set_weights(best_weights)
-    return model, history, best_epoch
+    data = augmented_windows(cfg, train.images[train.labels == 1], train.images[train.labels == 0])
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, min_delta=1e-4,
+                                         restore_best_weights=True, verbose=1)
+    halve = keras.callbacks.LearningRateScheduler(lambda epoch: cfg.learning_rate * 0.5 ** (epoch // 10))
+    h = model.fit(data, epochs=cfg.epochs, validation_data=(_as_input(val.images), _targets(val.labels)),
+                  callbacks=[stop, halve], verbose=2)
+    history = {k: [float(v) for v in vals] for k, vals in h.history.items()}
+    return model, history, int(stop.best_epoch) + 1
 
 
 def train_dense(cfg: TrainConfig, train: WindowSet, val: WindowSet) -> Any:
