@@ -167,3 +167,25 @@ def test_evaluate_cli_pictures_and_bad_input(trained_run, tmp_path):
     r = subprocess.run([sys.executable, "-m", "training", "evaluate", "--model", str(tmp_path / "nope"),
                         "--pictures", str(tmp_path), "--classes", "busy=car,free=no_car"], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 1 and "does not exist" in r.stderr
+
+
+@pytest.mark.slow
+def test_train_on_a_labelled_picture_folder(tmp_path):
+    """CNRPark patches laid out as busy/ and free/: the user's-own-camera path, end to end."""
+    import shutil
+
+    from tests.conftest import SHARED
+
+    src = SHARED / "CNRPark-A"
+    for cls in ("busy", "free"):
+        (tmp_path / "pics" / cls).mkdir(parents=True)
+        for p in sorted((src / cls).iterdir())[:150]:
+            shutil.copy(p, tmp_path / "pics" / cls / p.name)
+    r = subprocess.run([sys.executable, "-m", "training", "train", "--dataset", "folder", "--data",
+                        str(tmp_path / "pics"), "--classes", "busy=car,free=no_car", "--epochs", "2",
+                        "--dense-epochs", "1", "--artifacts", str(tmp_path / "art"), "--run-name", "f"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = json.loads((tmp_path / "art" / "f" / "report.json").read_text())
+    assert rep["data"]["per_class"] == {"car": 150, "no_car": 150}
+    assert "detection" not in rep["int8"] and rep["int8"]["n"] == 44
