@@ -188,7 +188,11 @@ def repack_installed(name: str, out_dir: Path) -> Path:
     if not tags or dist.files is None:
         pytest.fail(f"cannot repack {name}: {info} has no WHEEL tags or RECORD")
     dist_name = canonicalize_name(dist.metadata["Name"]).replace("-", "_")
-    target = out_dir / f"{dist_name}-{dist.version}-{tags[0]}.whl"
+    # A universal wheel lists several tags (py2-none-any, py3-none-any); its file name must
+    # carry the compressed set (py2.py3-none-any) or pip on Python 3 rejects it.
+    parts = [t.split("-") for t in tags]
+    tag = "-".join(".".join(dict.fromkeys(p[i] for p in parts)) for i in range(3))
+    target = out_dir / f"{dist_name}-{dist.version}-{tag}.whl"
     rows = []
     with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as zf:
         for f in dist.files:

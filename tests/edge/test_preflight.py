@@ -66,7 +66,7 @@ def test_unknown_runtime_gets_the_bounded_tolerance(trained_model_dir, tmp_path)
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
-    assert rep["golden"]["exact_runtime_match"] is False and rep["golden"]["max_abs"] <= 1
+    assert rep["golden"]["exact_runtime_match"] is False and rep["golden"]["max_abs"] <= 2
 
     def far_off(a):
         a["int8_0"] = (a["int8_0"].astype(np.int16) + 5).clip(-128, 127).astype(np.int8)
