@@ -72,7 +72,7 @@ def run_bench(model_dir: str, video: str | None, width: int = 320, height: int =
 
     frames, source = load_frames(video, min(runs, 200), width, height)
     rows = []
-    runtimes = runtimes or [r for r in available_runtimes() if r != "tensorflow"]
+    runtimes = runtimes or available_runtimes()  # tensorflow last: it must load after tflite-runtime
     for rt in runtimes:
         for prec in precisions or ["int8", "float"]:
             for th in threads or [1, 2]:

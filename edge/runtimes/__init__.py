@@ -40,11 +40,13 @@ def available_runtimes() -> list[str]:
     """Runtimes that import here, in `auto` preference order."""
     found = []
     for name in AUTO_ORDER:
+        mod = RUNTIMES[name]
         try:
-            RUNTIMES[name].interpreter_class()
+            ok = mod.is_available() if hasattr(mod, "is_available") else bool(mod.interpreter_class())
         except Exception:  # noqa: BLE001 - any import failure means "not available"
-            continue
-        found.append(name)
+            ok = False
+        if ok:
+            found.append(name)
     return found
 
 

@@ -6,6 +6,14 @@ Imported lazily so `edge` never pulls TensorFlow in unless this runtime is chose
 INSTALL_HINT = "Install it with: pip install tensorflow (workstation only)"
 
 
+def is_available() -> bool:
+    """Without importing TensorFlow: once it is loaded, tflite-runtime can no longer read
+    models in the same process (two TFLite builds), so probing must not load it."""
+    import importlib.util
+
+    return importlib.util.find_spec("tensorflow") is not None
+
+
 def interpreter_class():
     import importlib.util
 
