@@ -13,7 +13,7 @@ import numpy as np
 from edge.decode import decode
 from edge.events import Box
 from edge.model import ScoreMapModel
-from edge.preprocess import ScaledInput, model_input_size, pyramid
+from edge.preprocess import ScaledInput, model_input_size, scaled
 
 
 @dataclass
@@ -60,11 +60,12 @@ class Detector:
         if image.shape != (self.height, self.width):
             raise ValueError(f"frame is {image.shape[1]}x{image.shape[0]}, detector expects {self.width}x{self.height}")
         mf = self.manifest
-        return pyramid(image, self.scales, mf.pad_rows, mf.pad_cols)
+        return scaled(image, self.scales, mf.pad_rows, mf.pad_cols)
 
     def infer(self, inputs: list[ScaledInput]) -> ScoreMaps:
         return ScoreMaps(
-            [(m.score_map(i.image), i.scale, i.pad_rows, i.pad_cols) for m, i in zip(self.models, inputs)]
+            [(m.score_map(i.image) if i.padded else m.score_map(i.image, i.pad_rows, i.pad_cols),
+              i.scale, i.pad_rows, i.pad_cols) for m, i in zip(self.models, inputs)]
         )
 
     def decode(self, maps: ScoreMaps, threshold: float | None = None) -> list[Box]:

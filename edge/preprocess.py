@@ -15,9 +15,10 @@ from PIL import Image
 @dataclass(frozen=True)
 class ScaledInput:
     scale: float  # model-input pixels per processing-frame pixel
-    image: np.ndarray  # uint8 (pad_rows + round(H*scale) + pad_rows, ...)
+    image: np.ndarray  # uint8; already padded when `padded`, else round(H*scale) x round(W*scale)
     pad_rows: int
     pad_cols: int
+    padded: bool = True
 
 
 def crop(image: np.ndarray, box: list[int] | tuple[int, ...]) -> np.ndarray:
@@ -53,6 +54,17 @@ def pyramid(image: np.ndarray, scales: list[float], pad_rows: int, pad_cols: int
     for s in scales:
         sh, sw = scaled_size(h, w, s)
         out.append(ScaledInput(s, pad(resize(image, sw, sh), pad_rows, pad_cols), pad_rows, pad_cols))
+    return out
+
+
+def scaled(image: np.ndarray, scales: list[float], pad_rows: int, pad_cols: int) -> list[ScaledInput]:
+    """Like `pyramid` but leaves the padding to the model, which replicates the border while
+    writing its input tensor (one pass instead of three)."""
+    h, w = image.shape
+    out = []
+    for s in scales:
+        sh, sw = scaled_size(h, w, s)
+        out.append(ScaledInput(s, resize(image, sw, sh), pad_rows, pad_cols, padded=False))
     return out
 
 
