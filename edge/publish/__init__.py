@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge.events import Event
@@ -25,6 +26,22 @@ class PublishSetupError(RuntimeError):
     Raised at startup only (never from publish_*), so a misconfigured unit fails loudly
     instead of silently dropping events.
     """
+
+
+def prepare_file_path(path: Path, what: str, key: str, example: str) -> None:
+    """Create the parent folder of a file a publisher appends to, or say what is wrong.
+
+    `what` names the file for people ("events file"), `key` the config key to fix.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PublishSetupError(
+            f"{what} {path} (config key {key}): cannot create directory {path.parent}: "
+            f"{exc.strerror or exc}; point {key} at a writable location or fix the directory's owner/permissions"
+        ) from None
+    if path.is_dir():
+        raise PublishSetupError(f"{what} {path} (config key {key}) is a directory; give a file name such as {example}")
 
 
 class MultiPublisher(Publisher):

@@ -16,7 +16,7 @@ from typing import IO
 
 from edge.config import EventsConfig
 from edge.events import Event
-from edge.publish import PublishSetupError
+from edge.publish import PublishSetupError, prepare_file_path
 from edge.publish.base import Publisher
 
 log = logging.getLogger(__name__)
@@ -61,15 +61,7 @@ class EventsFilePublisher(Publisher):
 
     def _open(self) -> IO[bytes]:
         """Open for append (never truncates), creating the parent directory."""
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise self._setup_error(f"create directory {self.path.parent}", exc) from None
-        if self.path.is_dir():
-            raise PublishSetupError(
-                f"events file {self.path} (config key events.path) is a directory; "
-                "give a file name such as /var/lib/car-detector/events.jsonl"
-            )
+        prepare_file_path(self.path, "events file", "events.path", "/var/lib/car-detector/events.jsonl")
         try:
             return open(self.path, "ab")  # noqa: SIM115 - lives as long as the publisher
         except OSError as exc:

@@ -40,7 +40,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge import __version__
 from edge.config import MqttConfig
 from edge.events import Event
-from edge.publish import PublishSetupError
+from edge.publish import PublishSetupError, prepare_file_path
 from edge.publish.base import Publisher
 
 log = logging.getLogger(__name__)
@@ -97,15 +97,7 @@ class _DiskQueue:
 
     def open(self) -> list[_Item]:
         """Load the backlog a previous run left; returns the items dropped by max_items."""
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise self._setup_error(f"create directory {self.path.parent}", exc) from None
-        if self.path.is_dir():
-            raise PublishSetupError(
-                f"MQTT queue file {self.path} (config key mqtt.queue_path) is a directory; "
-                "give a file name such as /var/lib/car-detector/mqtt-queue.jsonl"
-            )
+        prepare_file_path(self.path, "MQTT queue file", "mqtt.queue_path", "/var/lib/car-detector/mqtt-queue.jsonl")
         bad = self._load()
         if bad:
             log.warning("MQTT queue %s: skipped %d unreadable line(s) (torn write?)", self.path, bad)
