@@ -7,6 +7,7 @@ MODEL ?= artifacts/latest
 TRAIN_ARGS ?=
 BENCH_ARGS ?=
 PYTEST_ARGS ?=
+FRAMES ?= 100000
 export PYTHON DATA_MIRROR MODEL
 
 .PHONY: venv data train test test-all bench soak deploy uninstall pi-sim clean
@@ -37,7 +38,7 @@ bench: venv
 	$(PYTHON) -m edge bench --model $(MODEL) --video "$(DATA_MIRROR)/video/highway-320x240.avi" --json artifacts/bench.json $(BENCH_ARGS)
 
 soak: venv
-	$(PYTHON) -m edge soak --model $(MODEL) --video "$(DATA_MIRROR)/video/highway-320x240.avi" --frames $${FRAMES:-100000}
+	$(PYTHON) -m edge soak --model $(MODEL) --video "$(DATA_MIRROR)/video/highway-320x240.avi" --frames $(FRAMES) --json artifacts/soak.json
 
 deploy: venv
 	bash deploy/deploy.sh
