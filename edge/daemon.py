@@ -205,16 +205,16 @@ class Daemon:
     def run(self, max_frames: int | None = None) -> int:
         from edge.http_server import HttpServer
 
-        if self.cfg.http.enabled:
-            self.http = HttpServer(self.cfg.http, self.metrics, self.health, self.snapshot_jpeg)
-            self.http.start()
-            log.info("http listening", extra={"host": self.cfg.http.host, "port": self.http.port})
-        self.source = make_retrying_source(self.cfg.source, self.stop_event)
-        self.source.open()
-        self.last_frame_monotonic = time.monotonic()
-        next_log = time.monotonic() + self.cfg.latency.log_every_s
-        self.stats.fps(time.monotonic())
         try:
+            if self.cfg.http.enabled:
+                self.http = HttpServer(self.cfg.http, self.metrics, self.health, self.snapshot_jpeg)
+                self.http.start()
+                log.info("http listening", extra={"host": self.cfg.http.host, "port": self.http.port})
+            self.source = make_retrying_source(self.cfg.source, self.stop_event)
+            self.source.open()
+            self.last_frame_monotonic = time.monotonic()
+            next_log = time.monotonic() + self.cfg.latency.log_every_s
+            self.stats.fps(time.monotonic())
             while not self.stop_event.is_set():
                 if self.reload_requested.is_set():
                     self.reload_requested.clear()
@@ -301,9 +301,11 @@ def run_service(config_path: str | Path, max_frames: int | None = None) -> int:
         return 1
     daemon.install_signal_handlers()
     log.info("starting", extra={"pid": os.getpid(), "config": str(config_path), "source": cfg.source.kind})
+    from edge.http_server import HttpServerError
+
     try:
         return daemon.run(max_frames=max_frames)
-    except ConfigError as exc:
-        log.error("source setup failed", extra={"error": str(exc)})
+    except (ConfigError, HttpServerError) as exc:  # camera/video/http setup: named, non-zero
+        log.error("setup failed", extra={"error": str(exc)})
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -325,3 +325,23 @@ def test_service_publishes_to_mqtt_and_loses_nothing_when_broker_restarts(
     queued = {r["seq"] for r in recs if "seq" in r}
     done = {r["done"] for r in recs if "done" in r}
     assert queued - done == set(), f"events never acknowledged by the broker: {sorted(queued - done)}"
+
+
+def test_http_port_in_use_is_a_clear_error_and_nothing_is_left_running(trained_model_dir, tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cfg = write_config(tmp_path / "c.toml", trained_model_dir, tmp_path, None, http={"port": port})
+        r = subprocess.run([sys.executable, "-m", "edge", "run", "--config", str(cfg)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert "http.port" in r.stderr or "http.host" in r.stderr
+    assert any(json.loads(x)["msg"] == "stopped" for x in r.stdout.splitlines())
+
+
+def test_missing_video_is_a_clear_error(trained_model_dir, tmp_path):
+    cfg = write_config(tmp_path / "c.toml", trained_model_dir, tmp_path, tmp_path / "nope.avi")
+    r = subprocess.run([sys.executable, "-m", "edge", "run", "--config", str(cfg)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "nope.avi" in r.stderr
