@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from edge.manifest import FORMAT_VERSION, MANIFEST_NAME, sha256_file
-from edge.model import ScoreMapModel
 
 GOLDEN_NAME = "golden.npz"
 
@@ -138,7 +137,3 @@ def publish(work_dir: Path, artifacts_root: Path, run_name: str) -> Path:
 
 def discard(work_dir: Path) -> None:
     shutil.rmtree(work_dir, ignore_errors=True)
-
-
-def python_executable() -> str:
-    return sys.executable
