@@ -146,7 +146,7 @@ class Pipeline:
         self._stage("decode_decide", t3 - t2, res)
 
         self._publish(res)
-        if inputs is not None:
+        if inputs is not None and self.capture.cfg.enabled:  # no per-frame presence dict otherwise
             self.capture.maybe_save(image, frame.frame_id, frame.wall_time, res.top_score, boxes,
                                     self.decider.presence())
         t4 = time.perf_counter()
