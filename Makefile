@@ -23,10 +23,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 data: venv
-	$(PYTHON) -m training data --dest data/CarData --mirror "$(DATA_MIRROR)"
+	$(PYTHON) -m training data --dest data --mirror "$(DATA_MIRROR)"
 
 train: data
-	$(PYTHON) -m training train --data data/CarData --artifacts artifacts $(TRAIN_ARGS)
+	$(PYTHON) -m training train --data-root data --artifacts artifacts --video "$(DATA_MIRROR)/video/highway-320x240.avi" $(TRAIN_ARGS)
 
 test: data
 	$(PYTHON) -m pytest -q -m "not slow" $(PYTEST_ARGS)

@@ -1,4 +1,4 @@
-"""Decode score maps into boxes: threshold, map cells back to pixels, non-maximum suppression.
+"""Decode the detector's outputs into boxes: heat peaks, box geometry, non-maximum suppression.
 
 Shared by the daemon and by `training`'s evaluation, so the reported detection figures
 are those of the code on the Pi.
@@ -6,47 +6,57 @@ are those of the code on the Pi.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from edge.events import Box
+from edge.head import decode_cells
 
 
-def cells_to_boxes(
-    scores: np.ndarray,
-    threshold: float,
+def peak_boxes(
+    heat_raw: np.ndarray,
+    raw_threshold: float,
+    box_raw: np.ndarray,
+    box_values: Callable[[np.ndarray], np.ndarray],
+    scores: Callable[[np.ndarray], np.ndarray],
     stride: int,
-    window_height: int,
-    window_width: int,
     scale: float = 1.0,
-    pad_rows: int = 0,
-    pad_cols: int = 0,
+    clip: tuple[int, int] | None = None,
 ) -> np.ndarray:
-    """Candidate boxes [x, y, w, h, score] (frame pixels) for cells scoring >= threshold.
+    """Candidate boxes [x, y, w, h, score] (frame pixels) at the heat map's local peaks.
 
-    Cell (r, c) is the window whose top-left corner is at (r*stride, c*stride) in the
-    padded, scaled input; undo the pad, then the scale.
+    Peaks are found on the raw (int8) heat map against a threshold converted to raw units,
+    so only the handful of peak cells are dequantised and calibrated. `box_values`
+    dequantises raw box values, `scores` calibrates raw heat values; `scale` undoes a resize
+    (model pixels per frame pixel); `clip` = (height, width) clips boxes to the frame.
     """
-    rows, cols = np.nonzero(local_peaks(scores, threshold))
+    rows, cols = np.nonzero(local_peaks(heat_raw, raw_threshold))
     if rows.size == 0:
         return np.zeros((0, 5), dtype=np.float64)
     out = np.empty((rows.size, 5), dtype=np.float64)
-    out[:, 0] = (cols * stride - pad_cols) / scale
-    out[:, 1] = (rows * stride - pad_rows) / scale
-    out[:, 2] = window_width / scale
-    out[:, 3] = window_height / scale
-    out[:, 4] = scores[rows, cols]
+    out[:, :4] = decode_cells(rows, cols, box_values(box_raw[rows, cols]), stride) / scale
+    out[:, 4] = scores(heat_raw[rows, cols])
+    if clip is not None:
+        h, w = clip
+        x2 = np.minimum(out[:, 0] + out[:, 2], w)
+        y2 = np.minimum(out[:, 1] + out[:, 3], h)
+        out[:, 0] = np.maximum(out[:, 0], 0)
+        out[:, 1] = np.maximum(out[:, 1], 0)
+        out[:, 2] = np.maximum(x2 - out[:, 0], 0)
+        out[:, 3] = np.maximum(y2 - out[:, 1], 0)
     return out
 
 
 def local_peaks(scores: np.ndarray, threshold: float) -> np.ndarray:
     """Cells above threshold that are the maximum of their 3x3 neighbourhood.
 
-    A car lights up a blob of neighbouring cells 8 px apart, whose boxes overlap far more
-    than any NMS threshold allows; dropping non-peaks first leaves NMS only a handful of
-    candidates (the Python loop in `nms` is then cheap on a Pi) with the same result.
+    A car lights up a blob of neighbouring cells (its Gaussian on the heat map); its peak is
+    the centre. Dropping non-peaks first leaves NMS only a handful of candidates (the Python
+    loop in `nms` is then cheap on a Pi). Works on raw int8 maps as on floats.
     """
     h, w = scores.shape
-    p = np.full((h + 2, w + 2), -np.inf)
+    p = np.full((h + 2, w + 2), -np.inf, dtype=np.float32)
     p[1:-1, 1:-1] = scores
     rowmax = np.maximum(p[:, :-2], p[:, 1:-1])  # separable 3x3 max: rows, then columns
     np.maximum(rowmax, p[:, 2:], out=rowmax)
@@ -107,18 +117,7 @@ def _nms_small(candidates: np.ndarray, iou_threshold: float, max_boxes: int) -> 
     return np.asarray(keep, dtype=np.float64).reshape(-1, 5)
 
 
-def decode(
-    maps: list[tuple[np.ndarray, float, int, int]],
-    threshold: float,
-    nms_iou: float,
-    stride: int,
-    window_height: int,
-    window_width: int,
-) -> list[Box]:
-    """Boxes from one or more score maps (one per pyramid scale): (scores, scale, pad_rows, pad_cols)."""
-    parts = [
-        cells_to_boxes(s, threshold, stride, window_height, window_width, scale, pr, pc)
-        for s, scale, pr, pc in maps
-    ]
-    kept = nms(np.concatenate(parts) if parts else np.zeros((0, 5)), nms_iou)
+def decode(candidates: list[np.ndarray], nms_iou: float) -> list[Box]:
+    """Boxes from the candidates of one or more invokes (one per pyramid scale), after NMS."""
+    kept = nms(np.concatenate(candidates) if candidates else np.zeros((0, 5)), nms_iou)
     return [Box(float(b[0]), float(b[1]), float(b[2]), float(b[3]), float(b[4])) for b in kept]

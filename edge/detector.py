@@ -1,6 +1,7 @@
-"""Frame in, boxes out: preprocess -> infer (one invoke per pyramid scale) -> decode.
+"""Frame in, boxes out: preprocess -> infer (one invoke per frame) -> decode.
 
 The daemon times each step separately; `training` and `edge detect` call `detect`.
+Optional extra scales (an image pyramid) cost one invoke each; the default is one.
 """
 
 from __future__ import annotations
@@ -10,23 +11,37 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.decode import decode
+from edge.decode import decode, peak_boxes
 from edge.events import Box
-from edge.model import ScoreMapModel
-from edge.preprocess import ScaledInput, model_input_size, scaled
+from edge.model import RawOutputs, ScoreMapModel
+from edge.preprocess import ScaledInput, scaled, scaled_size
 
 
 @dataclass
-class ScoreMaps:
-    maps: list[tuple[np.ndarray, float, int, int]]  # (scores, scale, pad_rows, pad_cols)
+class Outputs:
+    """Raw outputs of one frame's invokes, one per scale."""
 
-    @property
-    def top_score(self) -> float:
-        return max((float(m[0].max()) for m in self.maps if m[0].size), default=0.0)
+    maps: list[tuple[RawOutputs, float]]  # (raw outputs, scale)
+    top_score: float  # calibrated, the best cell over all scales
+
+
+def candidates(model: ScoreMapModel, raw: RawOutputs, threshold: float, scale: float,
+               clip: tuple[int, int]) -> np.ndarray:
+    """[x, y, w, h, score] rows (frame pixels) at the heat peaks scoring >= threshold."""
+    return peak_boxes(raw.heat, model.raw_heat_threshold(threshold), raw.box, model.box_values, model.scores,
+                      model.manifest.stride, scale, clip)
+
+
+def detect_picture(model: ScoreMapModel, image: np.ndarray, threshold: float, nms_iou: float) -> tuple[list[Box], float]:
+    """One picture of any size (pictures vary in `edge detect` and in evaluation): the
+    interpreter is resized when the padded size changes, then as `Detector.detect`."""
+    raw = model.invoke_raw(image)
+    boxes = decode([candidates(model, raw, threshold, 1.0, image.shape)], nms_iou)
+    return boxes, float(model.scores(np.asarray(raw.heat.max())))
 
 
 class Detector:
-    """Holds one interpreter per pyramid scale, each resized once to its input size."""
+    """Holds one interpreter per pyramid scale, each resized once to its padded input size."""
 
     def __init__(
         self,
@@ -45,8 +60,7 @@ class Detector:
         self.models: list[ScoreMapModel] = []
         for s in self.scales:
             m = ScoreMapModel.load(model_dir, runtime=runtime, num_threads=num_threads, precision=precision)
-            mf = m.manifest
-            m.set_input_size(*model_input_size(height, width, s, mf.pad_rows, mf.pad_cols))
+            m.set_input_size(*scaled_size(height, width, s))
             self.models.append(m)
         self.manifest = self.models[0].manifest
         self.threshold = self.manifest.threshold if threshold is None or threshold < 0 else threshold
@@ -59,20 +73,20 @@ class Detector:
     def preprocess(self, image: np.ndarray) -> list[ScaledInput]:
         if image.shape != (self.height, self.width):
             raise ValueError(f"frame is {image.shape[1]}x{image.shape[0]}, detector expects {self.width}x{self.height}")
-        mf = self.manifest
-        return scaled(image, self.scales, mf.pad_rows, mf.pad_cols)
+        return scaled(image, self.scales)
 
-    def infer(self, inputs: list[ScaledInput]) -> ScoreMaps:
-        return ScoreMaps(
-            [(m.score_map(i.image) if i.padded else m.score_map(i.image, i.pad_rows, i.pad_cols),
-              i.scale, i.pad_rows, i.pad_cols) for m, i in zip(self.models, inputs)]
-        )
+    def infer(self, inputs: list[ScaledInput]) -> Outputs:
+        maps = [(m.invoke_raw(i.image), i.scale) for m, i in zip(self.models, inputs)]
+        m0 = self.models[0]
+        top = max(float(m0.scores(np.asarray(raw.heat.max()))) for raw, _ in maps)
+        return Outputs(maps, top)
 
-    def decode(self, maps: ScoreMaps, threshold: float | None = None) -> list[Box]:
-        mf = self.manifest
+    def decode(self, outputs: Outputs, threshold: float | None = None) -> list[Box]:
         thr = self.threshold if threshold is None else threshold
-        return decode(maps.maps, thr, self.nms_iou, mf.stride, mf.window_height, mf.window_width)
+        clip = (self.height, self.width)
+        return decode([candidates(m, raw, thr, scale, clip) for m, (raw, scale) in zip(self.models, outputs.maps)],
+                      self.nms_iou)
 
     def detect(self, image: np.ndarray, threshold: float | None = None) -> tuple[list[Box], float]:
-        maps = self.infer(self.preprocess(image))
-        return self.decode(maps, threshold), maps.top_score
+        outputs = self.infer(self.preprocess(image))
+        return self.decode(outputs, threshold), outputs.top_score

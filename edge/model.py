@@ -1,23 +1,26 @@
-"""Run the score-map CNN: quantise a uint8 frame, one invoke, dequantise to scores.
+"""Run the detector: quantise a uint8 frame into the input tensor, one invoke, two outputs.
 
-The model is fully convolutional: the interpreter's input is resized once to the
-processing size, and one invoke yields a dense score map (one score per stride step).
+The model is fully convolutional: the interpreter's input is resized once to the padded
+processing size (a multiple of the manifest's `input_multiple`), and one invoke yields the
+heat map and the box map (see `edge.head`). Outputs stay raw (int8 for the int8 model):
+the decoder thresholds the heat map in raw units and dequantises only the peaks.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edge.manifest import Manifest, TensorSpec, load_manifest
+from edge.manifest import OUTPUT_NAMES, Manifest, TensorSpec, load_manifest
 from edge.runtimes import LoadedInterpreter, load_interpreter
 
 log = logging.getLogger(__name__)
 
 
-def input_lut(spec: TensorSpec) -> np.ndarray | None:
+def input_lut(spec: TensorSpec) -> np.ndarray:
     """uint8 pixel -> model input value as a 256-entry table.
 
     The model sees pixel/255; for int8 input that is round(p/255/scale)+zp. A lookup
@@ -31,12 +34,22 @@ def input_lut(spec: TensorSpec) -> np.ndarray | None:
     return q.astype(info.dtype)
 
 
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
+def dequantise(raw: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    if spec.dtype == "float32":
+        return raw.astype(np.float32)
+    return (raw.astype(np.float32) - spec.zero_point) * spec.scale
+
+
+@dataclass
+class RawOutputs:
+    """One invoke's outputs, as the runtime returned them (copied out of the interpreter)."""
+
+    heat: np.ndarray  # (H', W') raw
+    box: np.ndarray  # (H', W', 4) raw
 
 
 class ScoreMapModel:
-    """One TFLite model from a trained model directory, ready to score frames."""
+    """One TFLite detector from a trained model directory, ready to run frames."""
 
     def __init__(self, manifest: Manifest, loaded: LoadedInterpreter, precision: str) -> None:
         self.manifest = manifest
@@ -51,9 +64,22 @@ class ScoreMapModel:
         self._xor128 = self._lut.dtype == np.int8 and np.array_equal(
             self._lut, (np.arange(256) - 128).astype(np.int8))
         self._in_index = self.interpreter.get_input_details()[0]["index"]
-        self._out_index = self.interpreter.get_output_details()[0]["index"]
+        self._out_index = self._output_indices()
         self.input_size: tuple[int, int] | None = None
-        self._buf: np.ndarray | None = None
+
+    def _output_indices(self) -> dict[str, int]:
+        """Output tensors by meaning: the converter does not keep Keras' output order, the
+        channel count (1 heat, 4 box) tells them apart."""
+        by_channels = {int(d["shape"][-1]): d["index"] for d in self.interpreter.get_output_details()}
+        want = {name: self.spec.outputs[name].shape[-1] for name in OUTPUT_NAMES}
+        missing = [n for n, c in want.items() if c not in by_channels]
+        if missing:
+            raise ValueError(f"model outputs have {sorted(by_channels)} channels; the manifest expects "
+                             f"{', '.join(f'{n}={c}' for n, c in want.items())}")
+        return {n: by_channels[c] for n, c in want.items()}
+
+    def output_index(self, name: str) -> int:
+        return self._out_index[name]
 
     @classmethod
     def load(
@@ -64,69 +90,55 @@ class ScoreMapModel:
         return cls(manifest, loaded, precision)
 
     def set_input_size(self, height: int, width: int) -> None:
-        """Resize the interpreter once; later frames must have exactly this size."""
-        if height < self.manifest.window_height or width < self.manifest.window_width:
-            raise ValueError(
-                f"input {width}x{height} is smaller than the model window "
-                f"{self.manifest.window_width}x{self.manifest.window_height}"
-            )
-        if self.input_size == (height, width):
+        """Resize the interpreter once to the padded size for height x width pictures."""
+        size = self.manifest.padded_size(height, width)
+        if self.input_size == size:
             return
-        self.interpreter.resize_tensor_input(self._in_index, [1, height, width, 1], strict=False)
+        self.interpreter.resize_tensor_input(self._in_index, [1, size[0], size[1], 1], strict=False)
         self.interpreter.allocate_tensors()
-        self.input_size = (height, width)
+        self.input_size = size
 
-    def _write_input(self, image: np.ndarray, pad_rows: int, pad_cols: int) -> None:
-        """Quantise straight into the interpreter's input tensor, then replicate the border.
-
-        Replicating after the (elementwise) quantisation equals quantising a padded frame,
-        and it spares two full-frame copies per invoke.
-        """
+    def _write_input(self, image: np.ndarray) -> None:
+        """Quantise straight into the input tensor's top-left, then replicate the last row and
+        column into the padding (what the trainer's crops do at a border): no padded copy."""
         h, w = image.shape
         view = self.interpreter.tensor(self._in_index)()
         buf = view[0, :, :, 0]
-        centre = buf[pad_rows : pad_rows + h, pad_cols : pad_cols + w]
+        centre = buf[:h, :w]
         if self._xor128:
             np.bitwise_xor(image, 0x80, out=centre.view(np.uint8))
         else:
             centre[...] = self._lut[image]
-        if pad_rows:
-            buf[:pad_rows, pad_cols : pad_cols + w] = centre[:1]
-            buf[pad_rows + h :, pad_cols : pad_cols + w] = centre[-1:]
-        if pad_cols:
-            buf[:, :pad_cols] = buf[:, pad_cols : pad_cols + 1]
-            buf[:, pad_cols + w :] = buf[:, pad_cols + w - 1 : pad_cols + w]
+        if h < buf.shape[0]:
+            buf[h:, :w] = centre[-1:]
+        if w < buf.shape[1]:
+            buf[:, w:] = buf[:, w - 1 : w]
         del view, buf, centre  # no reference to tensor memory may outlive this call
 
-    def invoke_raw(self, image: np.ndarray, pad_rows: int = 0, pad_cols: int = 0) -> np.ndarray:
-        """Raw output tensor (int8 for the int8 model) as a 2-D score map.
-
-        `pad_rows`/`pad_cols`: replicate the border by that much (the model input is then
-        larger than `image`), so windows may start outside the picture.
-        """
+    def invoke_raw(self, image: np.ndarray) -> RawOutputs:
+        """Raw heat and box maps for a uint8 greyscale picture of any size (padded up)."""
         if image.dtype != np.uint8 or image.ndim != 2:
             raise ValueError(f"expected a uint8 greyscale HxW image, got {image.dtype} {image.shape}")
-        size = (image.shape[0] + 2 * pad_rows, image.shape[1] + 2 * pad_cols)
-        if self.input_size != size:
-            self.set_input_size(*size)
-        self._write_input(image, pad_rows, pad_cols)
+        self.set_input_size(*image.shape)  # a no-op when the size is unchanged
+        self._write_input(image)
         self.interpreter.invoke()
-        out = self.interpreter.get_tensor(self._out_index)
-        return out[0, :, :, 0].copy()
+        heat = self.interpreter.get_tensor(self._out_index["heat"])[0, :, :, 0].copy()
+        box = self.interpreter.get_tensor(self._out_index["box"])[0].copy()
+        return RawOutputs(heat, box)
 
-    def logits(self, raw: np.ndarray) -> np.ndarray:
-        o = self.spec.output
-        if o.dtype == "float32":
-            return raw.astype(np.float32)
-        return (raw.astype(np.float32) - o.zero_point) * o.scale
+    def heat_logits(self, raw: np.ndarray) -> np.ndarray:
+        return dequantise(raw, self.spec.outputs["heat"])
 
-    def score_map(self, image: np.ndarray, pad_rows: int = 0, pad_cols: int = 0) -> np.ndarray:
-        """Car probability per window position (row r, col c = window at r*stride, c*stride
-        in the padded input)."""
-        return sigmoid(self.logits(self.invoke_raw(image, pad_rows, pad_cols)))
+    def box_values(self, raw: np.ndarray) -> np.ndarray:
+        return dequantise(raw, self.spec.outputs["box"])
 
-    def score_windows(self, windows: np.ndarray) -> np.ndarray:
-        """Scores of a batch of window-sized uint8 crops (N, h, w), one invoke each."""
-        h, w = self.manifest.window_height, self.manifest.window_width
-        self.set_input_size(h, w)
-        return np.array([float(self.score_map(win)[0, 0]) for win in windows], dtype=np.float32)
+    def raw_heat_threshold(self, score: float) -> float:
+        """The raw heat value at which the calibrated score reaches `score`: peaks are found on
+        the raw map, so no per-cell dequantisation or sigmoid runs on the Pi."""
+        logit = self.manifest.calibration.logit_for(score)
+        o = self.spec.outputs["heat"]
+        return logit if o.dtype == "float32" else logit / o.scale + o.zero_point
+
+    def scores(self, raw_heat: np.ndarray) -> np.ndarray:
+        """Calibrated car-centre score per cell."""
+        return self.manifest.calibration.score(self.heat_logits(raw_heat))

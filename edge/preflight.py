@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.manifest import Manifest, load_manifest, sha256_file
+from edge.manifest import OUTPUT_NAMES, Manifest, load_manifest, sha256_file
 from edge.model import ScoreMapModel
 
 log = logging.getLogger(__name__)
@@ -40,8 +40,10 @@ def check_file(mf: Manifest, precision: str) -> None:
 
 def _check_tensors(model: ScoreMapModel) -> None:
     interp = model.interpreter
-    for key, det in (("input", interp.get_input_details()[0]), ("output", interp.get_output_details()[0])):
-        want = getattr(model.spec, key)
+    by_index = {d["index"]: d for d in interp.get_output_details()}
+    pairs = [("input", interp.get_input_details()[0], model.spec.input)]
+    pairs += [(f"outputs.{n}", by_index[model.output_index(n)], model.spec.outputs[n]) for n in OUTPUT_NAMES]
+    for key, det, want in pairs:
         got_dtype = np.dtype(det["dtype"]).name
         field = f"models.{model.precision}.{key}"
         if got_dtype != want.dtype:
@@ -56,16 +58,20 @@ def _check_tensors(model: ScoreMapModel) -> None:
             raise PreflightError(f"{field}.shape: model has {list(det['shape'])}, manifest says {want.shape}")
 
 
-def _golden_key(data, precision: str, runtime: str, i: int, same_machine: bool) -> tuple[str, bool]:
-    """The stored output for this runtime if the workstation had it, else the reference.
+def golden_key(precision: str, runtime: str | None, i: int, output: str) -> str:
+    """Key of one stored golden output in golden.npz; runtime None = the reference runtime's."""
+    return f"{precision}_{i}_{output}" if runtime is None else f"{precision}_{runtime}_{i}_{output}"
+
+
+def _golden_runtime(data, precision: str, runtime: str, same_machine: bool) -> tuple[str | None, bool]:
+    """This runtime's stored outputs if the workstation had it, else the reference.
 
     Exactness is demanded only on the same runtime and CPU architecture: int8 kernels for
     arm64 and x86 may round requantisation ties differently.
     """
-    own = f"{precision}_{runtime}_{i}"
-    if own in data:
-        return own, same_machine
-    return f"{precision}_{i}", False
+    if golden_key(precision, runtime, 0, OUTPUT_NAMES[0]) in data:
+        return runtime, same_machine
+    return None, False
 
 
 def _within(worst: dict, precision: str, exact: bool, tol: dict) -> bool:
@@ -79,7 +85,7 @@ def _within(worst: dict, precision: str, exact: bool, tol: dict) -> bool:
 
 def _check_golden(model: ScoreMapModel) -> dict:
     mf = model.manifest
-    golden = mf.raw.get("golden")
+    golden = mf.extra.get("golden")
     if not golden:
         raise PreflightError("golden: manifest has no golden frames; retrain with a current `make train`")
     path = mf.directory / golden["file"]
@@ -92,21 +98,23 @@ def _check_golden(model: ScoreMapModel) -> dict:
     worst = {"max_abs": 0.0, "fraction_differing": 0.0, "frames": 0, "exact_runtime_match": True}
     differing = cells = 0
     with np.load(path, allow_pickle=False) as data:
+        rt, exact = _golden_runtime(data, model.precision, model.runtime, same_machine)
+        worst["exact_runtime_match"] = exact
         for i, entry in enumerate(golden["frames"]):
-            key, exact = _golden_key(data, model.precision, model.runtime, i, same_machine)
-            if key not in data:
-                raise PreflightError(f"golden: no {model.precision} output for {entry['name']}")
-            worst["exact_runtime_match"] &= exact
-            want = data[key]
-            got = model.invoke_raw(data[entry["name"]])
-            if got.shape != want.shape:
-                raise PreflightError(f"golden.frames[{i}]: output shape {got.shape}, expected {want.shape}")
-            diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
-            worst["max_abs"] = max(worst["max_abs"], float(diff.max()))
-            differing += int((diff > 0).sum())
-            cells += diff.size
+            raw = model.invoke_raw(data[entry["name"]])
+            for name in OUTPUT_NAMES:
+                key = golden_key(model.precision, rt, i, name)
+                if key not in data:
+                    raise PreflightError(f"golden: no {model.precision} {name} output for {entry['name']}")
+                want, got = data[key], getattr(raw, name)
+                if got.shape != want.shape:
+                    raise PreflightError(f"golden.frames[{i}]: {name} shape {got.shape}, expected {want.shape}")
+                diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
+                worst["max_abs"] = max(worst["max_abs"], float(diff.max()))
+                differing += int((diff > 0).sum())
+                cells += diff.size
             worst["frames"] += 1
-    worst["fraction_differing"] = differing / max(1, cells)  # pooled: 1x1 window outputs are all-or-nothing
+    worst["fraction_differing"] = differing / max(1, cells)  # pooled over frames and outputs
     if not _within(worst, model.precision, bool(worst["exact_runtime_match"]), tol):
         how = ("must match exactly (the workstation ran this runtime on this CPU architecture)"
                if worst["exact_runtime_match"]

@@ -1,7 +1,7 @@
-"""Turn a source frame into the exact model inputs: crop, resize, pyramid, border pad.
+"""Turn a source frame into the exact model inputs: crop, resize, optional pyramid.
 
-Padding lets a window start outside the picture, so cars cut by the border can still be
-detected (UIUC's truth has such cars, with negative coordinates).
+Padding up to the model's input multiple happens while the model writes its input tensor
+(`edge.model`), so a picture of any size, even smaller than the receptive field, runs.
 """
 
 from __future__ import annotations
@@ -15,10 +15,7 @@ from PIL import Image
 @dataclass(frozen=True)
 class ScaledInput:
     scale: float  # model-input pixels per processing-frame pixel
-    image: np.ndarray  # uint8; already padded when `padded`, else round(H*scale) x round(W*scale)
-    pad_rows: int
-    pad_cols: int
-    padded: bool = True
+    image: np.ndarray  # uint8, round(H*scale) x round(W*scale)
 
 
 def crop(image: np.ndarray, box: list[int] | tuple[int, ...]) -> np.ndarray:
@@ -40,34 +37,11 @@ def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
     return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
 
 
-def pad(image: np.ndarray, rows: int, cols: int) -> np.ndarray:
-    """Replicate the border: cheap, and it looks like the scene rather than a black bar."""
-    if rows == 0 and cols == 0:
-        return image
-    return np.pad(image, ((rows, rows), (cols, cols)), mode="edge")
-
-
-def pyramid(image: np.ndarray, scales: list[float], pad_rows: int, pad_cols: int) -> list[ScaledInput]:
-    """One padded model input per scale (scale 1.0 = cars at the training window size)."""
-    out = []
-    h, w = image.shape
-    for s in scales:
-        sh, sw = scaled_size(h, w, s)
-        out.append(ScaledInput(s, pad(resize(image, sw, sh), pad_rows, pad_cols), pad_rows, pad_cols))
-    return out
-
-
-def scaled(image: np.ndarray, scales: list[float], pad_rows: int, pad_cols: int) -> list[ScaledInput]:
-    """Like `pyramid` but leaves the padding to the model, which replicates the border while
-    writing its input tensor (one pass instead of three)."""
+def scaled(image: np.ndarray, scales: list[float]) -> list[ScaledInput]:
+    """One model input per scale (1.0 = the processing frame as is, no copy)."""
     h, w = image.shape
     out = []
     for s in scales:
         sh, sw = scaled_size(h, w, s)
-        out.append(ScaledInput(s, resize(image, sw, sh), pad_rows, pad_cols, padded=False))
+        out.append(ScaledInput(s, resize(image, sw, sh)))
     return out
-
-
-def model_input_size(height: int, width: int, scale: float, pad_rows: int, pad_cols: int) -> tuple[int, int]:
-    sh, sw = scaled_size(height, width, scale)
-    return sh + 2 * pad_rows, sw + 2 * pad_cols

@@ -14,12 +14,14 @@ import shutil
 import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError, version
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edge.manifest import FORMAT_VERSION, MANIFEST_NAME, sha256_file
+from edge.manifest import OUTPUT_NAMES, sha256_file
+from edge.preflight import golden_key
 
 GOLDEN_NAME = "golden.npz"
 
@@ -41,7 +43,8 @@ def write_golden(work_dir: Path, frames: list[np.ndarray], precisions: list[str]
     a broken kernel, caught before the first camera frame. Runtimes round int8
     requantisation differently (tflite-runtime 2.14 differs from ai-edge-litert by 1 LSB
     in some cells), so outputs are stored per runtime available here and preflight demands
-    an exact match for a runtime it has outputs for; `<prec>_<i>` is the reference.
+    an exact match for a runtime it has outputs for; the first runtime's are the reference
+    (keys by `edge.preflight.golden_key`).
     """
     from edge.runtimes import available_runtimes
 
@@ -69,7 +72,8 @@ def write_golden(work_dir: Path, frames: list[np.ndarray], precisions: list[str]
         frames_file.unlink(missing_ok=True)
     for prec in precisions:
         for i in range(len(frames)):
-            arrays[f"{prec}_{i}"] = arrays[f"{prec}_{runtimes[0]}_{i}"]
+            for name in OUTPUT_NAMES:
+                arrays[golden_key(prec, None, i, name)] = arrays[golden_key(prec, runtimes[0], i, name)]
     np.savez_compressed(work_dir / GOLDEN_NAME, **arrays)
     return {
         "file": GOLDEN_NAME,
@@ -87,15 +91,6 @@ def write_golden(work_dir: Path, frames: list[np.ndarray], precisions: list[str]
             "otherwise": {"int8_max_abs_lsb": 2, "int8_max_fraction_differing": 0.35, "float_max_abs": 1e-3},
         },
     }
-
-
-def model_entry(path: Path, details: dict[str, Any]) -> dict[str, Any]:
-    return {"file": path.name, "sha256": sha256_file(path), "size_bytes": path.stat().st_size, **details}
-
-
-def write_manifest(work_dir: Path, manifest: dict[str, Any]) -> None:
-    manifest = {"format": FORMAT_VERSION, **manifest, "versions": versions()}
-    (work_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -121,17 +116,50 @@ def new_work_dir(artifacts_root: Path, run_name: str) -> Path:
     return work
 
 
-def publish(work_dir: Path, artifacts_root: Path, run_name: str) -> Path:
-    """Rename the finished run into place and repoint `latest` atomically (symlink swap)."""
+@dataclass
+class Promotion:
+    promote: bool
+    reason: str
+
+
+def promotion(artifacts_root: Path, report: dict[str, Any], regress_points: float, force: bool) -> Promotion:
+    """Move `latest` only to a run that loses no more than `regress_points` of AP50 on any
+    dataset the current `latest` was also scored on (the int8 gate has already passed)."""
+    prev = artifacts_root / "latest" / "report.json"
+    if force:
+        return Promotion(True, "promoted (--promote)")
+    if not prev.is_file():
+        return Promotion(True, "promoted (no previous latest)")
+    try:
+        old = json.loads(prev.read_text()).get("datasets", {})
+    except (OSError, json.JSONDecodeError):
+        return Promotion(True, f"promoted (previous {prev} unreadable)")
+    worse = []
+    for name, m in report.get("datasets", {}).items():
+        a, b = old.get(name, {}).get("ap50_int8"), m.get("ap50_int8")
+        if a is not None and b is not None and (a - b) * 100 > regress_points:
+            worse.append(f"{name} AP50 {b:.3f} < {a:.3f}")
+    if worse:
+        target = (artifacts_root / "latest").resolve().name
+        return Promotion(False, f"not promoted: worse than latest ({target}) on {'; '.join(worse)} "
+                                f"(allowed drop {regress_points} points); use --promote to force")
+    return Promotion(True, "promoted (no dataset regressed)")
+
+
+def publish(work_dir: Path, artifacts_root: Path, run_name: str, promote: bool = True) -> Path:
+    """Rename the finished run into place; repoint `latest` atomically (symlink swap) if promoted."""
     final = artifacts_root / run_name
     if final.exists():
+        if (artifacts_root / "latest").resolve() == final.resolve():
+            raise FileExistsError(f"{final} is what latest points at; choose another --run-name")
         shutil.rmtree(final)
     os.replace(work_dir, final)
-    tmp_link = artifacts_root / f".latest-{os.getpid()}"
-    if tmp_link.is_symlink() or tmp_link.exists():
-        tmp_link.unlink()
-    tmp_link.symlink_to(run_name)
-    os.replace(tmp_link, artifacts_root / "latest")
+    if promote:
+        tmp_link = artifacts_root / f".latest-{os.getpid()}"
+        if tmp_link.is_symlink() or tmp_link.exists():
+            tmp_link.unlink()
+        tmp_link.symlink_to(run_name)
+        os.replace(tmp_link, artifacts_root / "latest")
     return final
 
 

@@ -9,9 +9,11 @@ import os
 import sys
 from pathlib import Path
 
-# TensorFlow's C++ logging (CUDA probing, tf.data attribute notices) is noise for a user on
-# a laptop; Python-level errors still surface as exceptions.
+# TensorFlow's C++ logging (CUDA probing, oneDNN notices) is noise for a user on a laptop;
+# `--verbose` brings it back. Must be set before TensorFlow is imported.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+DEFAULT_MIRROR = os.environ.get("DATA_MIRROR", "../shared/datasets")
 
 
 def _classes(text: str) -> dict[str, str]:
@@ -20,107 +22,239 @@ def _classes(text: str) -> dict[str, str]:
         if "=" not in part:
             raise argparse.ArgumentTypeError(f"--classes wants folder=car,folder=no_car; got {part!r}")
         k, v = part.split("=", 1)
+        if v.strip() not in ("car", "no_car"):
+            raise argparse.ArgumentTypeError(f"--classes: {k.strip()}={v.strip()}: the class must be car or no_car")
         out[k.strip()] = v.strip()
     return out
 
 
-def cmd_data(args: argparse.Namespace) -> int:
-    from training.data import fetch_cardata
+def _names(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
 
-    mirror = Path(args.mirror) if args.mirror else None
-    info = fetch_cardata(Path(args.dest), mirror)
-    print(f"CarData ready in {args.dest}: {info}")
-    return 0
+
+def _threshold(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"{v} is outside 0..1 (a calibrated score)")
+    return v
+
+
+def _user_sources(args: argparse.Namespace) -> list:
+    """`--yolo DIR` / `--folder DIR`: the user's own labelled pictures as mix sources."""
+    from training.sources import SourceSpec
+
+    out = []
+    if args.yolo:
+        out.append(SourceSpec(name=Path(args.yolo).name or "yolo", kind="yolo", path=str(Path(args.yolo).resolve()),
+                              weight=args.user_weight, split="order", car_classes=tuple(args.car_classes),
+                              ignore_classes=tuple(args.ignore_classes)))
+    if args.folder:
+        out.append(SourceSpec(name=Path(args.folder).name or "folder", kind="folder",
+                              path=str(Path(args.folder).resolve()), weight=args.user_weight,
+                              split=args.folder_split, classes=tuple((args.classes or {"car": "car", "no_car": "no_car"}).items())))
+    for s in out:
+        s.check("command line")
+    return out
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from training.data import fetch_all
+
+    results = fetch_all(Path(args.dest), Path(args.mirror) if args.mirror else None, args.spec)
+    bad = [r for r in results if not r["ok"]]
+    for r in results:
+        print(f"{'ok ' if r['ok'] else 'BAD'} {r['name']}: {r['detail']}")
+    return 1 if bad else 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from training.train import TrainConfig, run
 
     cfg = TrainConfig(
-        data=args.data, dataset=args.dataset, classes=args.classes or {"car": "car", "no_car": "no_car"},
-        artifacts=args.artifacts, run_name=args.run_name, epochs=args.epochs, dense_epochs=args.dense_epochs,
-        seed=args.seed, calibration_samples=args.calibration_samples, gate_points=args.gate_points,
-        copies=args.copies, patience=args.patience,
+        spec=args.spec, data_root=args.data_root, cache=args.cache, artifacts=args.artifacts,
+        run_name=args.run_name, epochs=args.epochs, per_epoch=args.per_epoch, size=args.size,
+        batch_size=args.batch_size, patience=args.patience, dense_epochs=args.dense_epochs, seed=args.seed,
+        calibration_samples=args.calibration_samples, gate_points=args.gate_points,
+        regress_points=args.regress_points, promote=args.promote, limit=args.limit, video=args.video,
+        user_sources=_user_sources(args), only_user=args.only_user,
     )
-    final = run(cfg)
+    final, decision = run(cfg)
     rep = json.loads((final / "report.json").read_text())
     print()
-    print(f"model:  {final / 'model_int8.tflite'}  ({rep['int8']['size_bytes']} bytes)")
+    print(f"model:  {final / 'model_int8.tflite'}  ({rep['model']['int8_bytes']:,} bytes)")
     print(f"report: {final / 'report.md'}  (figures: {final / 'report.json'})")
-    print(f"latest: {Path(args.artifacts) / 'latest'} -> {final.name}")
+    print(f"latest: {decision}")
+    for name, d in rep["datasets"].items():
+        ap = f"AP50 {d['ap50_int8']:.3f}  " if d.get("ap50_int8") is not None else ""
+        print(f"  {name}: {ap}presence AUC {d['presence_auc_int8']:.3f}")
     for t in rep["targets"]:
-        print(f"  target {t['target']}: {t['value']} (goal {t['goal']}) {'met' if t['met'] else 'NOT met' if t['met'] is False else 'n/a'}")
+        state = "met" if t["met"] else ("n/a" if t["met"] is None else "NOT met")
+        print(f"  target {t['target']}: {t['value']} (goal {t['goal']}) {state}")
+    print(f"\nnext: .venv/bin/python -m edge detect --model {final} PICTURE.jpg   "
+          f"(or `make bench MODEL={final}`, `make deploy PI=user@host`)")
     return 0
+
+
+def _print_bad(path: str, why: str) -> None:
+    print(json.dumps({"image": path, "error": why}), flush=True)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from edge.model import ScoreMapModel
-    from training.datasets import load_picture_folder, load_scenes, parse_truth, truth_is_multiscale
-    from training.evaluate import evaluate_detection, evaluate_windows
 
-    out: dict = {}
-    if args.pictures:
-        ws, rep = load_picture_folder(args.pictures, args.classes)
-        model = ScoreMapModel.load(args.model, runtime=args.runtime, precision=args.precision)
-        res = evaluate_windows(model, ws.images, ws.labels, threshold=args.threshold or 0.5)
-        res.pop("scores")
-        out[args.precision] = {**res, "data": rep.to_dict()}
-        print(f"{args.precision}: accuracy {res['accuracy']:.4f}  AUC {res['auc']:.4f}  confusion {res['confusion']}")
-    else:
+    model = ScoreMapModel.load(args.model, runtime=args.runtime, precision=args.precision)
+    thr = args.threshold or model.manifest.threshold
+    out: dict = {"model": str(args.model), "precision": args.precision, "threshold": thr}
+    if args.scenes or args.truth:
         if not (args.scenes and args.truth):
-            print("error: give --scenes DIR --truth FILE (UIUC format) or --pictures DIR", file=sys.stderr)
+            print("error: --scenes and --truth go together (UIUC layout)", file=sys.stderr)
             return 2
-        truth = parse_truth(args.truth)
-        scenes = load_scenes(args.scenes, sorted(truth))
-        scales = [float(s) for s in args.scales.split(",")] if args.scales else None
-        det = evaluate_detection(args.model, scenes, truth, precision=args.precision, runtime=args.runtime,
-                                 scales=scales, threshold=args.threshold,
-                                 multiscale=truth_is_multiscale(args.truth))
-        det.pop("_boxes")
-        out[args.precision] = {"detection": det}
-        print(f"{args.precision}: {det['cars']} cars in {det['scenes']} scenes ({'multi' if det['multiscale'] else 'single'}-scale)"
-              f"  EER {det['eer']:.4f}  recall {det['recall']:.4f}  precision {det['precision']:.4f}"
-              f"  F {det['f_measure']:.4f} @ threshold {det['threshold']}")
+        out["uiuc"] = _eval_uiuc(args, model, thr)
+    if args.pictures:
+        out["pictures"] = _eval_pictures(args, model, thr)
+    if args.yolo:
+        out["yolo"] = _eval_yolo(args, model, thr)
+    if len(out) == 3:
+        print("error: give --scenes DIR --truth FILE (UIUC), --pictures DIR --classes ..., or --yolo DIR",
+              file=sys.stderr)
+        return 2
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0
 
 
+def _eval_uiuc(args, model, thr: float) -> dict:
+    from training.datasets import load_scenes, parse_truth, truth_is_multiscale
+    from training.evaluate import evaluate_uiuc
+
+    truth = parse_truth(args.truth)
+    scenes = load_scenes(args.scenes, sorted(truth))
+    det = evaluate_uiuc(model, scenes, truth, thr, multiscale=truth_is_multiscale(args.truth))
+    det.pop("_boxes")
+    print(f"{args.precision}: {det['cars']} cars in {det['scenes']} scenes ({'multi' if det['multiscale'] else 'single'}-scale)"
+          f"  EER {det['eer']:.4f}  recall {det['recall']:.4f}  precision {det['precision']:.4f}"
+          f"  F {det['f_measure']:.4f} @ threshold {thr}")
+    return det
+
+
+def _eval_pictures(args, model, thr: float) -> dict:
+    """Presence on a class-folder: each whole picture through the detector, as `edge detect`
+    does (the picture's top score against the threshold): one documented truth."""
+    from edge.detector import detect_picture
+    from training.evaluate import classification_metrics
+    from training.sources import SourceSpec, _folder_files, _read
+
+    spec = SourceSpec(name="pictures", kind="folder", path=args.pictures,
+                      classes=tuple((args.classes or {"car": "car", "no_car": "no_car"}).items()))
+    spec.check("--pictures")
+    labels, scores = [], []
+    for p, is_car in _folder_files(spec, Path(args.pictures)):
+        try:
+            img, _ = _read(p, args.max_side)
+        except (OSError, ValueError, SyntaxError) as exc:
+            _print_bad(str(p), f"cannot read picture: {exc}")
+            continue
+        _, top = detect_picture(model, img, thr, model.manifest.nms_iou)
+        labels.append(int(is_car))
+        scores.append(top)
+    import numpy as np
+
+    res = classification_metrics(np.array(labels), np.array(scores), thr)
+    print(f"{args.precision}: {res['n']} pictures  accuracy {res['accuracy']:.4f}  AUC {res['auc']:.4f}  "
+          f"confusion {res['confusion']} @ threshold {thr}")
+    return res
+
+
+def _eval_yolo(args, model, thr: float) -> dict:
+    from training.evaluate import coco_ap, detection_at, presence, run_pictures
+    from training.sources import SourceSpec, load_source
+
+    spec = SourceSpec(name="yolo", kind="yolo", path=args.yolo, car_classes=tuple(args.car_classes),
+                      ignore_classes=tuple(args.ignore_classes), max_side=args.max_side)
+    spec.check("--yolo")
+    src = load_source(spec, Path(args.yolo), None, require_split=False)
+    res, _ = run_pictures(model, src.pictures)
+    # run_pictures uses the sweep floor; scores are already calibrated by the manifest
+    ap = coco_ap(res)
+    at = detection_at(res, thr)
+    pres = presence(res, thr)
+    print(f"{args.precision}: {len(res)} pictures, {ap['cars']} cars  AP {ap['ap']}  AP50 {ap['ap50']}  "
+          f"precision {at['precision']:.3f} recall {at['recall']:.3f} @ {thr}  presence AUC {pres['auc']:.4f}")
+    labels = src.report.get("labels", {})
+    if labels.get("bad_lines") or labels.get("labels_without_picture"):
+        print(f"label problems: {json.dumps(labels)}")
+    return {"coco": {k: v for k, v in ap.items() if k != "curve"}, "at_threshold": at, "presence": pres,
+            "labels": labels}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    p = argparse.ArgumentParser(prog="python -m training", description=__doc__, formatter_class=fmt, allow_abbrev=False)
     sub = p.add_subparsers(dest="cmd", required=True)
-    d = sub.add_parser("data", help="get UIUC CarData into data/CarData (mirror first, then download)")
-    d.add_argument("--dest", default="data/CarData")
-    d.add_argument("--mirror", default=os.environ.get("DATA_MIRROR", "../shared/datasets"))
+
+    d = sub.add_parser("data", help="link/copy every dataset of the mix into data/ (mirror first) and check it",
+                       formatter_class=fmt, allow_abbrev=False)
+    d.add_argument("--dest", default="data", help="data root that the mix spec's paths are relative to")
+    d.add_argument("--mirror", default=DEFAULT_MIRROR, help="folder holding CarData/, drone-madison/, ...")
+    d.add_argument("--spec", default=None, help="dataset mix TOML (default: training/mix.toml)")
+    d.add_argument("--verbose", action="store_true", help="show TensorFlow's C++ log and debug logging")
     d.set_defaults(fn=cmd_data)
 
-    t = sub.add_parser("train", help="train, convert, evaluate, write artifacts")
-    t.add_argument("--data", default="data/CarData")
-    t.add_argument("--dataset", choices=["uiuc", "folder"], default="uiuc")
-    t.add_argument("--classes", type=_classes, help="folder=class pairs, e.g. busy=car,free=no_car")
-    t.add_argument("--artifacts", default="artifacts")
-    t.add_argument("--run-name", default="")
-    t.add_argument("--epochs", type=int, default=40)
-    t.add_argument("--dense-epochs", type=int, default=30)
-    t.add_argument("--patience", type=int, default=8)
-    t.add_argument("--copies", type=int, default=2)
-    t.add_argument("--seed", type=int, default=1234)
-    t.add_argument("--calibration-samples", type=int, default=300)
-    t.add_argument("--gate-points", type=float, default=1.0)
+    t = sub.add_parser("train", help="train, convert, evaluate, write artifacts", formatter_class=fmt,
+                       allow_abbrev=False)
+    t.add_argument("--spec", default=str(Path(__file__).with_name("mix.toml")), help="dataset mix TOML")
+    t.add_argument("--data-root", default="data", help="the mix's relative paths start here")
+    t.add_argument("--cache", default="data/cache", help="cache of decoded pictures ('' = none)")
+    t.add_argument("--yolo", help="add your own YOLO-format folder (images/ + labels/) to the mix")
+    t.add_argument("--car-classes", type=_names, default=["car"], help="--yolo: class names or numbers that are cars")
+    t.add_argument("--ignore-classes", type=_names, default=[], help="--yolo: classes neither car nor background")
+    t.add_argument("--folder", help="add your own class folders (DIR/car/*, DIR/no_car/*) to the mix")
+    t.add_argument("--classes", type=_classes, help="--folder: folder=class pairs, e.g. busy=car,free=no_car")
+    t.add_argument("--folder-split", choices=["order", "time"], default="order",
+                   help="--folder: hold out the last files by name, or by YYYYMMDD_HHMM time")
+    t.add_argument("--user-weight", type=float, default=2.0, help="share of your own source in each epoch (vs mix weights)")
+    t.add_argument("--only-user", action="store_true", help="train on --yolo/--folder alone, without the default mix")
+    t.add_argument("--artifacts", default="artifacts", help="where runs and the latest link live")
+    t.add_argument("--run-name", default="", help="run directory name (default run-YYYYMMDD-HHMMSS)")
+    t.add_argument("--epochs", type=int, default=30, help="training epochs (early stopping may end sooner)")
+    t.add_argument("--per-epoch", type=int, default=1280, help="training pictures drawn per epoch")
+    t.add_argument("--size", type=int, default=256, choices=[128, 160, 192, 224, 256, 288, 320],
+                   help="training canvas side (px)")
+    t.add_argument("--batch-size", type=int, default=32, help="batch size")
+    t.add_argument("--patience", type=int, default=8, help="early stopping patience (epochs)")
+    t.add_argument("--dense-epochs", type=int, default=30, help="epochs of the dense baseline")
+    t.add_argument("--seed", type=int, default=1234, help="random seed (same seed, same model)")
+    t.add_argument("--calibration-samples", type=int, default=200, help="pictures for int8 calibration")
+    t.add_argument("--gate-points", type=float, default=1.0, help="max int8-vs-float loss (points) on any dataset")
+    t.add_argument("--regress-points", type=float, default=1.0,
+                   help="max AP50 loss (points) vs the current latest before latest stays put")
+    t.add_argument("--promote", action="store_true", help="move latest to this run even if it regressed")
+    t.add_argument("--limit", type=int, default=0, help="at most N pictures per source and split (0 = all)")
+    t.add_argument("--video", default=str(Path(DEFAULT_MIRROR) / "video" / "highway-320x240.avi"),
+                   help="clip annotated in the report ('' = none)")
+    t.add_argument("--verbose", action="store_true", help="show TensorFlow's C++ log and debug logging")
     t.set_defaults(fn=cmd_train)
 
-    e = sub.add_parser("evaluate", help="score a trained model on UIUC scenes or a picture folder")
+    e = sub.add_parser("evaluate", help="score a trained model on UIUC scenes, a class folder or a YOLO folder",
+                       formatter_class=fmt, allow_abbrev=False)
     e.add_argument("--model", required=True, help="model directory (with manifest.json)")
-    e.add_argument("--scenes")
-    e.add_argument("--truth")
-    e.add_argument("--pictures")
-    e.add_argument("--classes", type=_classes)
-    e.add_argument("--precision", choices=["int8", "float"], default="int8")
-    e.add_argument("--runtime", default="auto")
-    e.add_argument("--scales", default="", help="comma-separated pyramid scales")
-    e.add_argument("--threshold", type=float, default=None)
-    e.add_argument("--json")
+    e.add_argument("--scenes", help="UIUC TestImages folder")
+    e.add_argument("--truth", help="UIUC truth: trueLocations.txt (n: (i,j)) or the multi-scale (i,j,w) format")
+    e.add_argument("--pictures", help="class folders DIR/car, DIR/no_car: presence per picture")
+    e.add_argument("--classes", type=_classes, help="--pictures: folder=class pairs, e.g. busy=car,free=no_car")
+    e.add_argument("--yolo", help="YOLO-format folder: COCO AP, AP50, precision/recall")
+    e.add_argument("--car-classes", type=_names, default=["car"], help="--yolo: car class names or numbers")
+    e.add_argument("--ignore-classes", type=_names, default=[], help="--yolo: ignore-region classes")
+    e.add_argument("--max-side", type=int, default=320, help="pictures are scaled down to this longer side")
+    e.add_argument("--precision", choices=["int8", "float"], default="int8", help="which model file")
+    e.add_argument("--runtime", default="auto", help="TFLite runtime (auto, litert, tflite-runtime, tensorflow)")
+    e.add_argument("--threshold", type=_threshold, default=None, help="score threshold (default: the manifest's)")
+    e.add_argument("--json", help="also write the figures to this file")
+    e.add_argument("--verbose", action="store_true", help="show TensorFlow's C++ log and debug logging")
     e.set_defaults(fn=cmd_evaluate)
     return p
 
@@ -130,12 +264,24 @@ def main(argv: list[str] | None = None) -> int:
     from edge.runtimes import RuntimeUnavailable
     from training.datasets import DatasetError
     from training.train import GateError
+    from training.yolo import YoloError
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("edge.runtimes").setLevel(logging.WARNING)
+    from training import quiet
+
     args = build_parser().parse_args(argv)
+    quiet.VERBOSE = args.verbose
+    if args.verbose:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    elif args.cmd == "train":
+        quiet.import_tensorflow()
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("edge.runtimes").setLevel(logging.WARNING)
+    if not args.verbose:
+        logging.getLogger("absl").setLevel(logging.ERROR)
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
     try:
         return args.fn(args)
-    except (DatasetError, GateError, ManifestError, RuntimeUnavailable, ValueError) as exc:
+    except (DatasetError, YoloError, GateError, ManifestError, RuntimeUnavailable, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -1,8 +1,8 @@
 """Keras -> SavedModel (model.export) -> TFLite float and full-integer int8.
 
-Full int8 (weights and activations, int8 input and output) is what runs fast on the Pi's
-Cortex-A cores; calibration uses a representative set drawn from the training windows
-and whole-frame-sized crops, so activation ranges match what the Pi will see.
+Full int8 (weights and activations, int8 input and outputs) is what runs fast on the Pi's
+Cortex-A cores; calibration uses a representative set of training pictures from every
+source, so activation ranges match what the Pi will see.
 """
 
 from __future__ import annotations
@@ -10,9 +10,12 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
+
+from edge.manifest import TensorSpec
+from training.quiet import native_stderr_silenced
 
 log = logging.getLogger(__name__)
 
@@ -39,74 +42,75 @@ def convert(
             conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             conv.inference_input_type = tf.int8
             conv.inference_output_type = tf.int8
-        data = conv.convert()
+        with native_stderr_silenced():
+            data = conv.convert()
     out_path.write_bytes(data)
     return len(data)
 
 
-def representative_windows(windows: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """A fixed, seeded sample of training windows (N, H, W) uint8 for calibration."""
-    rng = np.random.default_rng(seed)
-    idx = rng.choice(len(windows), size=min(n, len(windows)), replace=False)
-    return windows[np.sort(idx)]
+def pad_to_multiple(image: np.ndarray, multiple: int) -> np.ndarray:
+    """Replicate the last row/column up to a multiple, as `edge.model` fills its input tensor."""
+    h, w = image.shape
+    ph, pw = max(multiple, -(-h // multiple) * multiple), max(multiple, -(-w // multiple) * multiple)
+    return np.pad(image, ((0, ph - h), (0, pw - w)), mode="edge")
 
 
-def representative_fn(samples: np.ndarray) -> Callable[[], Iterator[list[np.ndarray]]]:
+def representative_fn(samples: list[np.ndarray], multiple: int) -> Callable[[], Iterator[list[np.ndarray]]]:
+    """Calibration pictures (uint8, any size) as the model sees them: padded, pixel/255."""
     def gen() -> Iterator[list[np.ndarray]]:
         for s in samples:
-            yield [s[None, :, :, None].astype(np.float32) / 255.0]
+            yield [pad_to_multiple(s, multiple)[None, :, :, None].astype(np.float32) / 255.0]
 
     return gen
 
 
-def calibration_stats(samples: np.ndarray) -> dict:
+def calibration_stats(samples: list[np.ndarray]) -> dict:
     """What the calibration set looked like, so a Pi can compare its camera against it."""
-    flat = samples.reshape(-1)
+    flat = np.concatenate([s.reshape(-1) for s in samples])
     hist, edges = np.histogram(flat, bins=16, range=(0, 256))
     return {
-        "n": int(samples.shape[0]),
+        "n": len(samples),
         "mean": round(float(flat.mean()), 3),
         "std": round(float(flat.std()), 3),
         "histogram": {"bin_edges": edges.astype(int).tolist(), "counts": hist.astype(int).tolist()},
     }
 
 
-def tensor_details(model_path: Path) -> dict:
-    """dtype/shape/quantisation of the first input and output, for the manifest."""
+def tensor_details(model_path: Path) -> tuple[TensorSpec, dict[str, TensorSpec]]:
+    """dtype/shape/quantisation of the input and of each output (named by channel count)."""
+    from edge.head import BOX_CHANNELS, HEAT_CHANNELS
     from edge.runtimes import load_interpreter
 
     interp = load_interpreter(model_path, runtime="auto").interpreter
-    out = {}
-    for key, det in (("input", interp.get_input_details()[0]), ("output", interp.get_output_details()[0])):
+
+    def spec(det: dict) -> TensorSpec:
         scale, zp = det["quantization"]
-        out[key] = {
-            "dtype": np.dtype(det["dtype"]).name,
-            "shape": [int(x) for x in det["shape"]],
-            "scale": float(scale),
-            "zero_point": int(zp),
-        }
-    return out
+        return TensorSpec(np.dtype(det["dtype"]).name, [int(x) for x in det["shape"]], float(scale), int(zp))
+
+    outs = {}
+    for det in interp.get_output_details():
+        name = {HEAT_CHANNELS: "heat", BOX_CHANNELS: "box"}[int(det["shape"][-1])]
+        outs[name] = spec(det)
+    return spec(interp.get_input_details()[0]), outs
 
 
-def count_macs(model, height: int, width: int) -> int:
+def count_macs(build_fixed: Callable[[int, int], Any], height: int, width: int) -> int:
     """Multiply-accumulates of one invoke at height x width (conv and dense layers).
 
-    Computed from the Keras graph: the TFLite interpreter hides intermediate shapes once
-    XNNPack has taken the ops over.
+    `build_fixed(h, w)` builds the same architecture with a fixed input size, so every
+    layer's input and output shapes are known (the TFLite interpreter hides intermediate
+    shapes once XNNPack has taken the ops over).
     """
     from keras import layers
 
-    shape: tuple = (1, height, width, 1)
+    model = build_fixed(height, width)
     macs = 0
-    for layer in model.layers[1:]:
-        out = tuple(layer.compute_output_shape(shape))
-        if isinstance(layer, layers.DepthwiseConv2D):  # one kh x kw filter per channel
+    for layer in model.layers:
+        if isinstance(layer, (layers.DepthwiseConv2D, layers.Conv2D)):
+            out = layer.output.shape
             kh, kw = layer.kernel_size
-            macs += int(np.prod(out[1:])) * kh * kw
-        elif isinstance(layer, layers.Conv2D):
-            kh, kw = layer.kernel_size
-            macs += int(np.prod(out[1:])) * kh * kw * int(shape[-1])
+            per_out = kh * kw * (1 if isinstance(layer, layers.DepthwiseConv2D) else int(layer.input.shape[-1]))
+            macs += int(np.prod(out[1:])) * per_out
         elif isinstance(layer, layers.Dense):
-            macs += int(np.prod(shape[1:])) * layer.units
-        shape = out
+            macs += int(np.prod(layer.input.shape[1:])) * layer.units
     return macs

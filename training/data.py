@@ -1,7 +1,9 @@
-"""`make data`: put UIUC CarData in data/CarData, from a local mirror or the public URL, and check it.
+"""`make data`: put every source of the training mix under data/, and check each one.
 
-A mirror (DATA_MIRROR, default ../shared/datasets) is tried first because the public
-server is slow and sometimes down; the download is the fallback for a fresh laptop.
+A mirror (DATA_MIRROR, default ../shared/datasets) is tried first: UIUC CarData is copied
+(small, and its public server is slow and sometimes down; the download is the fallback),
+the other sets are linked (hundreds of MB; nothing is duplicated). A source that is
+missing everywhere is reported with where to get it; the others are still checked.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
+from training import yolo
 from training.datasets import DatasetError, parse_truth
 
 log = logging.getLogger(__name__)
@@ -87,3 +90,62 @@ def fetch_cardata(dest: Path, mirror: Path | None, url: str = PUBLIC_URL) -> dic
                 log.info("no CarData/ in mirror %s; falling back to the public URL", mirror)
             _download(url, dest)
     return verify_cardata(dest)
+
+
+# Where each shared set comes from, for the message when neither data/ nor the mirror has it.
+ORIGINS = {
+    "drone-madison": "https://github.com/CATSLab-UW/Drone-View-Vehicle-Image-Set (images/ + labels/)",
+    "openimages-vehicles": "https://public.roboflow.com/object-detection/vehicles-openimages (YOLO export)",
+    "gti-vehicles": "https://www.gti.ssr.upm.es/data/vehicle-database (or Udacity's vehicles.zip / non-vehicles.zip)",
+    "CNRPark-A": "http://cnrpark.it/ (CNRPark-Patches-150x150, camera A: busy/ and free/)",
+}
+
+
+def check_source(spec, root: Path) -> str:
+    """Cheap structural check (no decoding): pictures present, labels parse, classes resolve."""
+    if spec.kind == "uiuc":
+        return ", ".join(f"{k} {v}" for k, v in verify_cardata(root).items())
+    if spec.kind == "yolo":
+        names = yolo.class_names(root)
+        _, _, n_classes = yolo.resolve_classes(names, list(spec.car_classes), list(spec.ignore_classes), spec.name)
+        problems = yolo.LabelProblems()
+        items = yolo.scan(root, n_classes, problems)
+        n_obj = sum(len(i.objects) for i in items)
+        if not items:
+            raise DatasetError(f"{root}: no pictures")
+        return (f"{len(items)} pictures, {n_obj} labelled objects, {problems.n_bad_lines} bad label lines, "
+                f"{len(problems.labels_without_picture)} label files without a picture")
+    counts = {}
+    for folder, cls in spec.classes:
+        d = root / folder
+        n = sum(1 for p in d.rglob("*") if p.suffix.lower() in yolo.IMAGE_SUFFIXES) if d.is_dir() else 0
+        if n == 0:
+            raise DatasetError(f"{d}: no pictures for class {cls}")
+        counts[folder] = n
+    return ", ".join(f"{k} {v}" for k, v in counts.items())
+
+
+def fetch_all(dest: Path, mirror: Path | None, spec_path: str | None = None) -> list[dict]:
+    """Every mix source into `dest` (CarData copied, the rest linked), each checked; one
+    missing or broken source is reported and the others still go on."""
+    from training.sources import DEFAULT_SPEC, load_spec
+
+    spec = load_spec(spec_path or DEFAULT_SPEC, dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    results = []
+    for s in spec.sources:
+        root = spec.path_of(s)
+        try:
+            if s.kind == "uiuc":
+                fetch_cardata(root, mirror)
+            elif not root.exists():
+                src = mirror / Path(s.path).name if mirror else None
+                if not (src and src.exists()):
+                    raise DatasetError(f"{root} is missing and {src or 'no mirror'} does not have it; get it from "
+                                       f"{ORIGINS.get(s.name, 'its publisher')} and put it at {root} "
+                                       "or in DATA_MIRROR")
+                root.symlink_to(src.resolve(), target_is_directory=True)
+            results.append({"name": s.name, "ok": True, "detail": check_source(s, root)})
+        except (DatasetError, yolo.YoloError, OSError) as exc:
+            results.append({"name": s.name, "ok": False, "detail": str(exc)})
+    return results

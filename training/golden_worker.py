@@ -14,7 +14,9 @@ import sys
 
 import numpy as np
 
+from edge.manifest import OUTPUT_NAMES
 from edge.model import ScoreMapModel
+from edge.preflight import golden_key
 
 
 def main(argv: list[str]) -> int:
@@ -25,7 +27,9 @@ def main(argv: list[str]) -> int:
     for prec in precisions:
         model = ScoreMapModel.load(model_dir, runtime=runtime, precision=prec)
         for i, frame in enumerate(frames):
-            out[f"{prec}_{runtime}_{i}"] = model.invoke_raw(frame)
+            raw = model.invoke_raw(frame)
+            for name in OUTPUT_NAMES:
+                out[golden_key(prec, runtime, i, name)] = getattr(raw, name)
     np.savez(out_path, **out)
     return 0
 

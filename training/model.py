@@ -1,98 +1,108 @@
-"""The two networks we compare: a fully-convolutional score-map CNN and the dense baseline.
+"""The networks we compare: the centre-heatmap car detector and the seed's dense baseline.
 
 Why a CNN: a dense layer on a 200x100 picture needs 200*100*100 + 100 = 2,000,100 weights
 in its first layer alone and must be retrained for every input size; convolution shares a
-3x3 kernel across the picture, so the CNN below has ~30 k weights in total and runs on a
-frame of any size with one invoke, producing one score per stride step.
+small kernel across the picture, so the detector below has ~60 k weights in total and runs
+on a frame of any size (a multiple of 32, which the Pi pads to) with one invoke.
+
+The detector (CenterNet-style, one stride-8 output): a patchify stem, depthwise-separable
+stages down to stride 32, and a small top-down path (FPN) that brings the stride-32
+context back to stride 8. Cars from ~16 px to the whole frame share one head: a 16 px car
+needs the stride-8 grid, a car filling the frame needs the stride-32 receptive field
+(a probe with a single stride-8 trunk reached AP50 0.07 on Open Images' big cars).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-WINDOW_HEIGHT = 40
-WINDOW_WIDTH = 100
-# An epoch is only ~40 batches: with Keras' 0.99 the moving statistics lag the weights for
-# several epochs and held-out accuracy swings; 0.9 tracks them within an epoch.
+from edge.head import BOX_CHANNELS, HEAT_CHANNELS
+
+UIUC_HEIGHT = 40
+UIUC_WIDTH = 100
+INPUT_MULTIPLE = 32  # the input must be a multiple of the coarsest stride (the Pi pads to it)
+# An epoch is only a few dozen batches: Keras' default 0.99 lets the moving statistics
+# lag the weights for several epochs; 0.9 tracks them within one.
 BN_MOMENTUM = 0.9
+HEAT_PRIOR_BIAS = -2.19  # sigmoid = 0.1: focal-loss practice, stable first steps
 
 
 @dataclass(frozen=True)
-class CnnSpec:
-    """Patchify stem, depthwise-separable stages, then the window head.
-
-    The stem is a `stem` x `stem` convolution with stride `stem` (non-overlapping patches):
-    at full resolution every output element costs a requantisation in int8, so the fewer
-    full-resolution outputs the better; this stem produces 1/16 of them. The 3x3 stages are
-    depthwise + 1x1 (a ninth of the MACs of a full 3x3); a 2x2 max-pool follows the stages
-    flagged in `pools`. The head conv covering what is left of the window is kept narrow.
-    """
-
-    filters: tuple[int, ...] = (16, 24, 32)  # stem, then one separable 3x3 stage each
-    pools: tuple[bool, ...] = (False, True, False)  # 2x2 max-pool after stage i
-    stem: int = 4
-    head_filters: int = 16
-    dropout: float = 0.2
-
-    @property
-    def stride(self) -> int:
-        return self.stem * 2 ** sum(self.pools)
-
-
-def head_kernel(spec: CnnSpec) -> tuple[int, int]:
-    """Size of the layer that sees the whole window: what is left of 40x100 after the trunk."""
-    h, w = (WINDOW_HEIGHT - spec.stem) // spec.stem + 1, (WINDOW_WIDTH - spec.stem) // spec.stem + 1
-    for pool in spec.pools[1:]:
-        h, w = h - 2, w - 2  # 3x3 valid depthwise
-        if pool:
-            h, w = h // 2, w // 2
-    return h, w
+class DetectorSpec:
+    stem: int = 24  # 4x4 stride-4 patchify stem: few full-resolution outputs to requantise on int8
+    s4: int = 32
+    s8: int = 48
+    s16: int = 64
+    s32: int = 96
+    fpn: int = 48
+    head: int = 32
 
 
 def _bn_relu(x, name: str):
     from keras import layers
 
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"bn{name}")(x)
-    return layers.ReLU(name=f"relu{name}")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x)
 
 
-def build_cnn(spec: CnnSpec = CnnSpec()):
-    """Valid convolutions only, so the score for cell (r, c) of a big frame equals the score
-    of the 40x100 crop at (r*stride, c*stride): window training = dense inference."""
+def _sep(x, filters: int, name: str, stride: int = 1):
+    """Depthwise 3x3 + pointwise 1x1: a ninth of the MACs of a full 3x3 convolution."""
+    from keras import layers
+
+    x = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=f"{name}_dw")(x)
+    x = _bn_relu(x, f"{name}_dw")
+    x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_pw")(x)
+    return _bn_relu(x, f"{name}_pw")
+
+
+def _pw(x, filters: int, name: str):
+    from keras import layers
+
+    return _bn_relu(layers.Conv2D(filters, 1, use_bias=False, name=name)(x), name)
+
+
+def build_detector(spec: DetectorSpec = DetectorSpec(), height: int | None = None, width: int | None = None):
+    """Greyscale in (pixel/255), two outputs: heat logits (1 ch) and box encoding (4 ch).
+
+    Any input size by default (multiples of INPUT_MULTIPLE); a fixed size for MAC counting.
+    """
     import keras
     from keras import layers
 
-    if len(spec.pools) != len(spec.filters):
-        raise ValueError(f"CnnSpec: {len(spec.filters)} filters but {len(spec.pools)} pool flags")
-    inp = keras.Input(shape=(None, None, 1), name="image")
-    x = layers.Conv2D(spec.filters[0], spec.stem, strides=spec.stem, padding="valid", use_bias=False, name="conv1")(inp)
-    x = _bn_relu(x, "1")
-    if spec.pools[0]:
-        x = layers.MaxPooling2D(2, name="pool1")(x)
-    for i, f in enumerate(spec.filters[1:], start=2):
-        x = layers.DepthwiseConv2D(3, padding="valid", use_bias=False, name=f"dw{i}")(x)
-        x = layers.Conv2D(f, 1, use_bias=False, name=f"conv{i}")(x)
-        x = _bn_relu(x, str(i))
-        if spec.pools[i - 1]:
-            x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
-    x = layers.Conv2D(spec.head_filters, head_kernel(spec), padding="valid", use_bias=False, name="window")(x)
-    x = _bn_relu(x, "_window")
-    x = layers.Dropout(spec.dropout, name="dropout")(x)
-    out = layers.Conv2D(1, 1, name="logit")(x)  # logits; sigmoid applied on the Pi in float
-    return keras.Model(inp, out, name="car_scoremap_cnn")
+    inp = keras.Input(shape=(height, width, 1), name="image")
+    x = layers.Conv2D(spec.stem, 4, strides=4, padding="valid", use_bias=False, name="stem")(inp)
+    x = _bn_relu(x, "stem")
+    x = _sep(x, spec.s4, "s4")
+    x = _sep(x, spec.s8, "s8a", stride=2)
+    c3 = _sep(x, spec.s8, "s8b")
+    x = _sep(c3, spec.s16, "s16a", stride=2)
+    c4 = _sep(x, spec.s16, "s16b")
+    x = _sep(c4, spec.s32, "s32a", stride=2)
+    x = _sep(x, spec.s32, "s32b")
+    c5 = _sep(x, spec.s32, "s32c")
+    p5 = _pw(c5, spec.fpn, "lat5")
+    p4 = layers.Add(name="td4")([_pw(c4, spec.fpn, "lat4"), layers.UpSampling2D(2, name="up5")(p5)])
+    p4 = _sep(p4, spec.fpn, "p4")
+    p3 = layers.Add(name="td3")([_pw(c3, spec.fpn, "lat3"), layers.UpSampling2D(2, name="up4")(p4)])
+    p3 = _sep(p3, spec.fpn, "p3")
+    h = _sep(p3, spec.head, "heat_head")
+    heat = layers.Conv2D(HEAT_CHANNELS, 1, name="heat",
+                         bias_initializer=keras.initializers.Constant(HEAT_PRIOR_BIAS))(h)
+    b = _sep(p3, spec.head, "box_head")
+    box = layers.Conv2D(BOX_CHANNELS, 1, name="box")(b)
+    return keras.Model(inp, {"heat": heat, "box": box}, name="car_centre_detector")
 
 
 def build_dense(hidden: int = 100):
-    """The seed's baseline: flatten -> 100 hidden -> 1. Fixed input size by construction."""
+    """The seed's baseline: flatten -> 100 hidden -> 1 on a 100x40 window. Fixed input size."""
     import keras
     from keras import layers
 
-    inp = keras.Input(shape=(WINDOW_HEIGHT, WINDOW_WIDTH, 1), name="image")
+    inp = keras.Input(shape=(UIUC_HEIGHT, UIUC_WIDTH, 1), name="image")
     x = layers.Flatten()(inp)
     x = layers.Dense(hidden, activation="relu", name="hidden")(x)
     x = layers.Dense(1, name="logit")(x)
-    out = layers.Reshape((1, 1, 1))(x)  # same output layout as the CNN's score map
-    return keras.Model(inp, out, name="dense_baseline")
+    return keras.Model(inp, x, name="dense_baseline")
 
 
 def dense_first_layer_weights(height: int, width: int, hidden: int = 100) -> int:

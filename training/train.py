@@ -1,8 +1,12 @@
-"""`make train`: data -> CNN + dense baseline -> TFLite float/int8 -> evaluation -> artifacts.
+"""`make train`: the dataset mix -> centre-heatmap CNN (+ dense baseline) -> TFLite float/int8
+-> evaluation through `edge` -> calibration -> artifacts -> promotion.
 
-Evaluation goes through `edge` (the Pi's interpreter wrapper and decoder). The int8 gate
-refuses a model that lost more than `gate_points` of accuracy to quantisation; the
-previous `artifacts/latest` is then left untouched.
+Each step is a function of its own; `run` strings them together. Evaluation goes through
+`edge` (the Pi's interpreter wrapper and decoder). Two checks guard `artifacts/latest`:
+the int8 gate (int8 may lose at most `gate_points` of AP50 / presence accuracy to float
+on any dataset, else nothing is published) and the no-regression rule (a run that loses
+more than `regress_points` of AP50 on a dataset the previous `latest` was also scored on
+is kept under its own name, and `latest` stays; `--promote` forces).
 """
 
 from __future__ import annotations
@@ -10,67 +14,50 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from training import artifacts, convert
-from training.augment import lighting, make_batch_set
-from training.datasets import (
-    DatasetError,
-    LoadReport,
-    WindowSet,
-    load_picture_folder,
-    load_scenes,
-    load_uiuc_windows,
-    parse_truth,
-    split_by_order,
-)
-from training.model import (
-    WINDOW_HEIGHT,
-    WINDOW_WIDTH,
-    CnnSpec,
-    build_cnn,
-    build_dense,
-    dense_first_layer_weights,
-    first_layer_params,
-)
+from training.datasets import DatasetError
+from training.sources import DEFAULT_SPEC, LoadedSource, MixSpec, SourceSpec, load_mix, load_spec
 
 log = logging.getLogger(__name__)
 
-PAD_ROWS = 8  # lets windows start above/left of the frame: cars cut by the border
-PAD_COLS = 16
+PRECISIONS = ("int8", "float")
 
 
 class GateError(RuntimeError):
-    """int8 lost too much accuracy; nothing was published."""
+    """int8 lost too much to quantisation; nothing was published."""
 
 
 @dataclass
 class TrainConfig:
-    data: str = "data/CarData"
-    dataset: str = "uiuc"  # "uiuc" or "folder"
-    classes: dict[str, str] = field(default_factory=lambda: {"car": "car", "no_car": "no_car"})
+    spec: str = str(DEFAULT_SPEC)  # dataset mix (TOML)
+    data_root: str = "data"  # relative source paths start here (`make data` fills it)
+    cache: str = "data/cache"  # decoded greyscale pictures, by source and content
     artifacts: str = "artifacts"
     run_name: str = ""
-    epochs: int = 40
-    dense_epochs: int = 30
+    epochs: int = 30
+    per_epoch: int = 1280  # training canvases drawn per epoch, across sources by weight
+    size: int = 256  # training canvas side (a multiple of 32)
+    batch_size: int = 32
+    learning_rate: float = 3e-3
     patience: int = 8
-    batch_size: int = 64
-    learning_rate: float = 2e-3
-    val_fraction: float = 0.15
+    dense_epochs: int = 30
     seed: int = 1234
-    copies: int = 2
-    calibration_samples: int = 300
+    calibration_samples: int = 200
     gate_points: float = 1.0
-    max_corrupt_fraction: float = 0.02
-    detection_threshold: float = 0.5
-    nms_iou: float = 0.3
-    frame_size: tuple[int, int] = (240, 320)  # height, width used for MACs/latency figures
-    scenes: str = ""  # UIUC TestImages for the report; "" = <data>/TestImages if present
-    truth: str = ""
+    regress_points: float = 1.0
+    promote: bool = False
+    nms_iou: float = 0.45
+    limit: int = 0  # at most this many pictures per source and split (0 = all): quick runs and tests
+    frame_size: tuple[int, int] = (240, 320)  # height, width for MACs and latency figures
+    video: str = ""  # a clip to annotate in the report ("" = none)
+    user_sources: list[SourceSpec] = field(default_factory=list)  # --yolo / --folder
+    only_user: bool = False  # train on user_sources alone
 
 
 def set_seeds(seed: int) -> None:
@@ -83,121 +70,287 @@ def set_seeds(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def load_dataset(cfg: TrainConfig) -> tuple[WindowSet, LoadReport]:
-    if cfg.dataset == "uiuc":
-        return load_uiuc_windows(cfg.data, cfg.max_corrupt_fraction)
-    if cfg.dataset == "folder":
-        return load_picture_folder(cfg.data, cfg.classes, cfg.max_corrupt_fraction)
-    raise DatasetError(f"dataset kind {cfg.dataset!r}: use 'uiuc' or 'folder'")
+def progress(msg: str) -> None:
+    """One line per step on stdout: a user sees where a 10-minute run is."""
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def _as_input(windows: np.ndarray) -> np.ndarray:
-    return windows.astype(np.float32)[..., None] / 255.0
+# --- data ----------------------------------------------------------------------------
+
+def load_data(cfg: TrainConfig) -> tuple[MixSpec, dict[str, LoadedSource]]:
+    if cfg.only_user and not cfg.user_sources:
+        raise DatasetError("--only-user needs --yolo DIR or --folder DIR")
+    base = () if cfg.only_user else load_spec(cfg.spec, cfg.data_root).sources
+    clash = {s.name for s in base} & {s.name for s in cfg.user_sources}
+    if clash:
+        raise DatasetError(f"your source is named like a mix source ({', '.join(clash)}); rename its folder")
+    spec = MixSpec(tuple(base) + tuple(cfg.user_sources), Path(cfg.data_root))
+    sources = load_mix(spec, Path(cfg.cache) if cfg.cache else None)
+    if cfg.limit:
+        for s in sources.values():
+            _limit(s, cfg.limit)
+    for name, s in sources.items():
+        progress(f"data: {name}: {len(s.train)} training / {len(s.val)} validation pictures "
+                 f"({s.report.get('unreadable', 0)} unreadable skipped)")
+    return spec, sources
 
 
-def _targets(y: np.ndarray) -> np.ndarray:
-    return y.astype(np.float32)[:, None, None, None]
+def _limit(s: LoadedSource, n: int) -> None:
+    """Keep an even spread of each split (cars and no-cars alike), for quick runs."""
+    for attr in ("train", "val"):
+        idx = getattr(s, attr)
+        if len(idx) > n:
+            setattr(s, attr, [idx[i] for i in np.linspace(0, len(idx) - 1, n).astype(int)])
 
 
-def augmented_windows(cfg: TrainConfig, pos: np.ndarray, neg: np.ndarray):
-    """A Keras dataset that draws a fresh augmented epoch after each epoch (seeded).
+# --- training ------------------------------------------------------------------------
 
-    The epoch size is fixed by the first draw (hard negatives are drawn at random, so
-    later draws are trimmed or topped up) because Keras counts batches once.
-    """
+def epoch_data(cfg: TrainConfig, sources: dict[str, LoadedSource], weights: dict[str, float]):
+    """A Keras dataset that draws fresh canvases after each epoch (seeded)."""
     import keras
 
-    class AugmentedWindows(keras.utils.PyDataset):
+    from training.canvas import EpochSampler
+
+    class Canvases(keras.utils.PyDataset):
         def __init__(self) -> None:
             super().__init__(workers=1, use_multiprocessing=False)
-            self.rng = np.random.default_rng(cfg.seed)
-            x, y = make_batch_set(pos, neg, self.rng, copies=cfg.copies)
-            self.n = len(y)
-            self.x, self.y = x, _targets(y)
-
-        def _redraw(self) -> None:
-            x, y = make_batch_set(pos, neg, self.rng, copies=cfg.copies)
-            idx = np.arange(len(y))
-            if len(idx) < self.n:
-                idx = np.concatenate([idx, self.rng.choice(len(y), self.n - len(idx))])
-            idx = idx[: self.n]
-            self.x, self.y = x[idx], _targets(y[idx])
+            self.sampler = EpochSampler(sources, weights, cfg.size, cfg.per_epoch, cfg.seed)
+            self.x, self.yh, self.yb = self.sampler.draw()
 
         def __len__(self) -> int:
-            return int(np.ceil(self.n / cfg.batch_size))
+            return int(np.ceil(cfg.per_epoch / cfg.batch_size))
 
         def __getitem__(self, i: int):
             s = slice(i * cfg.batch_size, (i + 1) * cfg.batch_size)
-            return self.x[s], self.y[s]
+            return self.x[s], {"heat": self.yh[s], "box": self.yb[s]}
 
         def on_epoch_end(self) -> None:
-            self._redraw()
+            self.x, self.yh, self.yb = self.sampler.draw()
 
-    return AugmentedWindows()
-
-
-def validation_set(cfg: TrainConfig, val: WindowSet) -> tuple[np.ndarray, np.ndarray]:
-    """Held-out windows plus a fixed augmented draw of them (shifted cars as negatives).
-
-    The plain held-out windows are separated perfectly within a few epochs, after which
-    their loss only measures noise and early stopping fires long before the model has
-    learnt to localise; the shifted copies keep the validation loss about localisation.
-    Built only from held-out training windows, never from test scenes.
-    """
-    pos, neg = val.images[val.labels == 1], val.images[val.labels == 0]
-    x, y = make_batch_set(pos, neg, np.random.default_rng(cfg.seed + 101), copies=cfg.copies)
-    return np.concatenate([_as_input(val.images), x]), np.concatenate([_targets(val.labels), _targets(y)])
+    return Canvases()
 
 
-def train_cnn(cfg: TrainConfig, train: WindowSet, val: WindowSet) -> tuple[Any, dict[str, list[float]], int]:
-    """Fresh augmentation every epoch; early stopping on held-out loss, best weights kept."""
+def validation_canvases(cfg: TrainConfig, sources: dict[str, LoadedSource], weights: dict[str, float]):
+    """A fixed draw from the validation splits only, for early stopping."""
+    from training.canvas import EpochSampler
+
+    held = {}
+    for n, s in sources.items():
+        held[n] = LoadedSource(s.spec, s.pictures, s.val, s.val, s.exact_boxes, s.report)
+    x, yh, yb = EpochSampler(held, weights, cfg.size, max(64, cfg.per_epoch // 4), cfg.seed + 7).draw()
+    return x, {"heat": yh, "box": yb}
+
+
+def fit_detector(cfg: TrainConfig, sources: dict[str, LoadedSource], weights: dict[str, float]):
     import keras
 
-    model = build_cnn(CnnSpec())
-    model.compile(
-        optimizer=keras.optimizers.Adam(cfg.learning_rate),
-        loss=keras.losses.BinaryCrossentropy(from_logits=True),
-        metrics=[keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)],
-    )
-    data = augmented_windows(cfg, train.images[train.labels == 1], train.images[train.labels == 0])
-    vx, vy = validation_set(cfg, val)
-    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, min_delta=1e-4,
-                                         restore_best_weights=True, verbose=1)
-    halve = keras.callbacks.LearningRateScheduler(lambda epoch: cfg.learning_rate * 0.5 ** (epoch // 10))
-    h = model.fit(data, epochs=cfg.epochs, validation_data=(vx, vy),
-                  callbacks=[stop, halve], verbose=2)
+    from training.losses import box_loss, heat_loss
+    from training.model import build_detector
+
+    model = build_detector()
+    steps = int(np.ceil(cfg.per_epoch / cfg.batch_size)) * cfg.epochs
+    schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, steps, alpha=0.05)
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss={"heat": heat_loss, "box": box_loss},
+                  loss_weights={"heat": 1.0, "box": 1.0})
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, min_delta=1e-3,
+                                         restore_best_weights=True, verbose=0)
+    t0 = time.time()
+
+    class Progress(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            progress(f"train: epoch {epoch + 1}/{cfg.epochs} loss {logs.get('loss', float('nan')):.3f} "
+                     f"val_loss {logs.get('val_loss', float('nan')):.3f} ({time.time() - t0:.0f} s)")
+
+    h = model.fit(epoch_data(cfg, sources, weights), epochs=cfg.epochs,
+                  validation_data=validation_canvases(cfg, sources, weights),
+                  callbacks=[stop, Progress()], verbose=0)
     history = {k: [float(v) for v in vals] for k, vals in h.history.items()}
-    return model, history, int(stop.best_epoch) + 1
+    best = int(np.argmin(history["val_loss"])) + 1 if history.get("val_loss") else len(history.get("loss", []))
+    return model, history, best
 
 
-def train_dense(cfg: TrainConfig, train: WindowSet, val: WindowSet) -> Any:
-    """The seed's baseline on the same windows (flips and lighting; it cannot localise)."""
+def fit_dense(cfg: TrainConfig, uiuc: LoadedSource | None) -> dict[str, Any] | None:
+    """The seed's baseline on the UIUC windows, for the report's CNN-vs-dense comparison."""
+    if uiuc is None:
+        return None
     import keras
 
-    model = build_dense()
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
-        loss=keras.losses.BinaryCrossentropy(from_logits=True),
-        metrics=[keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)],
-    )
+    from training.canvas import lighting
+    from training.model import build_dense, dense_first_layer_weights, first_layer_params
+
+    def xy(pics):
+        x = np.stack([p.image for p in pics]).astype(np.float32)[..., None] / 255.0
+        return x, np.array([p.has_car for p in pics], np.float32)
+
     rng = np.random.default_rng(cfg.seed + 1)
-    x = np.concatenate([train.images, train.images[:, :, ::-1]])
-    y = np.concatenate([train.labels, train.labels])
-    x = np.stack([lighting(w, rng) for w in x])
-    model.fit(
-        _as_input(x), _targets(y), batch_size=cfg.batch_size, epochs=cfg.dense_epochs,
-        validation_data=(_as_input(val.images), _targets(val.labels)), verbose=0, shuffle=True,
-        callbacks=[keras.callbacks.EarlyStopping(patience=cfg.patience, restore_best_weights=True)],
-    )
-    return model
+    train = uiuc.subset("train")
+    aug = [type(p)(p.name, lighting(p.image[:, ::-1] if rng.random() < 0.5 else p.image, rng), p.boxes, p.ignore)
+           for p in train]
+    x, y = xy(train + aug)
+    vx, vy = xy(uiuc.subset("val"))
+    model = build_dense()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.BinaryCrossentropy(from_logits=True),
+                  metrics=[keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)])
+    model.fit(x, y, batch_size=cfg.batch_size, epochs=cfg.dense_epochs, validation_data=(vx, vy), verbose=0,
+              callbacks=[keras.callbacks.EarlyStopping(patience=cfg.patience, restore_best_weights=True)])
+    logits = model.predict(vx, verbose=0).reshape(-1)
+    from training.evaluate import classification_metrics
+
+    res = classification_metrics(vy, 1 / (1 + np.exp(-logits)), 0.5)
+    return {**res, "params": int(model.count_params()), "first_layer_weights": first_layer_params(model),
+            "float32_bytes": int(model.count_params()) * 4,
+            "first_layer_weights_200x100": dense_first_layer_weights(100, 200)}
 
 
-def time_invoke(model_path: Path, height: int, width: int, runs: int = 50) -> dict[str, float]:
-    """Median invoke time at a given input size through edge's default runtime."""
+# --- conversion ----------------------------------------------------------------------
+
+def calibration_pictures(cfg: TrainConfig, sources: dict[str, LoadedSource]) -> list[np.ndarray]:
+    """A seeded spread of training pictures from every source, as the Pi will see them."""
+    rng = np.random.default_rng(cfg.seed)
+    per = max(4, cfg.calibration_samples // max(1, len(sources)))
+    out = []
+    for s in sources.values():
+        idx = rng.choice(s.train, size=min(per, len(s.train)), replace=False)
+        out += [s.pictures[i].image for i in sorted(idx)]
+    return out
+
+
+def export_models(cfg: TrainConfig, model, work: Path, reps: list[np.ndarray]) -> dict[str, Any]:
+    """int8 and float .tflite files and their manifest entries."""
+    from edge.manifest import ModelFile, sha256_file
+    from training.model import INPUT_MULTIPLE
+
+    files = {"int8": "model_int8.tflite", "float": "model_float.tflite"}
+    entries = {}
+    for prec, name in files.items():
+        progress(f"convert: {prec} TFLite")
+        rep = convert.representative_fn(reps, INPUT_MULTIPLE) if prec == "int8" else None
+        size = convert.convert(model, work / name, rep)
+        inp, outs = convert.tensor_details(work / name)
+        entries[prec] = ModelFile(name, sha256_file(work / name), size, inp, outs)
+    return entries
+
+
+# --- evaluation ----------------------------------------------------------------------
+
+def evaluate_sources(work: Path, sources: dict[str, LoadedSource], precision: str) -> dict[str, Any]:
+    """Every validation picture through edge's detector at the sweep floor."""
+    from edge.model import ScoreMapModel
+    from training.evaluate import run_pictures
+
+    model = ScoreMapModel.load(work, precision=precision)
+    out = {}
+    for name, s in sources.items():
+        res, ms = run_pictures(model, s.subset("val"))
+        out[name] = {"results": res, "ms_per_picture": round(ms, 3)}
+    return out
+
+
+def calibration_examples(evals: dict[str, Any], sources: dict[str, LoadedSource]):
+    from training.calibrate import SourceScores, logit
+
+    examples = []
+    for name, ev in evals.items():
+        res = ev["results"]
+        if sources[name].exact_boxes:
+            sc = [b.score for r in res for b, h in zip(r.boxes, r.hits) if h >= 0]
+            lab = [h for r in res for h in r.hits if h >= 0]
+            missed = sum(len(r.truth) for r in res) - sum(lab)
+        else:
+            sc, lab, missed = [r.top_score for r in res], [int(len(r.truth) > 0) for r in res], 0
+        examples.append(SourceScores(name, logit(np.array(sc)), np.array(lab, np.float64), int(missed)))
+    return examples
+
+
+def apply_calibration(evals: dict[str, Any], cal) -> None:
+    """Rescore results collected with the identity calibration (score = sigmoid(logit))."""
+    from edge.events import Box
+    from training.calibrate import logit
+
+    for ev in evals.values():
+        for r in ev["results"]:
+            r.boxes = [Box(b.x, b.y, b.width, b.height, float(cal.score(logit(np.array(b.score)))))
+                       for b in r.boxes]
+            r.top_score = float(cal.score(logit(np.array(r.top_score))))
+
+
+def dataset_metrics(evals: dict[str, Any], sources: dict[str, LoadedSource], threshold: float) -> dict[str, Any]:
+    from training.evaluate import coco_ap, detection_at, presence
+
+    out = {}
+    for name, ev in evals.items():
+        res = ev["results"]
+        m: dict[str, Any] = {"pictures": len(res), "ms_per_picture": ev["ms_per_picture"],
+                             "presence": presence(res, threshold)}
+        if sources[name].exact_boxes:
+            m.update(coco_ap(res))
+            m["at_threshold"] = detection_at(res, threshold)
+        out[name] = m
+    return out
+
+
+def uiuc_scenes(sources: dict[str, LoadedSource]):
+    from training.datasets import load_scenes, parse_truth
+
+    for s in sources.values():
+        if s.spec.kind == "uiuc":
+            root = Path(s.report["path"])
+            if (root / "TestImages").is_dir() and (root / "trueLocations.txt").is_file():
+                truth = parse_truth(root / "trueLocations.txt")
+                return load_scenes(root / "TestImages", sorted(truth)), truth
+    return None, None
+
+
+def evaluate_uiuc_all(work: Path, scenes, truth, threshold: float) -> dict[str, Any]:
+    """Single-scale (official) and rescaled multi-scale UIUC checks, float and int8."""
+    from edge.model import ScoreMapModel
+    from training.evaluate import evaluate_uiuc, rescaled_scenes
+
+    if scenes is None:
+        return {}
+    ms_scenes, ms_truth = rescaled_scenes(scenes, truth)
+    out: dict[str, Any] = {}
+    for prec in PRECISIONS:
+        model = ScoreMapModel.load(work, precision=prec)
+        out[prec] = {"single_scale": evaluate_uiuc(model, scenes, truth, threshold, multiscale=False),
+                     "multi_scale": evaluate_uiuc(model, ms_scenes, ms_truth, threshold, multiscale=True)}
+    out["_rescaled"] = (ms_scenes, ms_truth)
+    return out
+
+
+def int8_gate(cfg: TrainConfig, metrics: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """AP50 drop (box sets) or presence-accuracy drop (crop sets), float -> int8, in points."""
+    drops = {}
+    for name, m8 in metrics["int8"].items():
+        mf = metrics["float"][name]
+        if m8.get("ap50") is not None:
+            drops[name] = round((mf["ap50"] - m8["ap50"]) * 100, 3)
+        else:
+            drops[name] = round((mf["presence"]["accuracy"] - m8["presence"]["accuracy"]) * 100, 3)
+    worst = max(drops, key=drops.get)
+    if drops[worst] > cfg.gate_points:
+        raise GateError(
+            f"int8 lost {drops[worst]:.2f} points to float on {worst} (gate: {cfg.gate_points}); nothing was "
+            f"published and {Path(cfg.artifacts) / 'latest'} still points at the previous model. Try more "
+            "calibration pictures (--calibration-samples) or more epochs."
+        )
+    return drops
+
+
+def golden_frames(sources: dict[str, LoadedSource], scenes) -> list[np.ndarray]:
+    """One validation picture per source plus a UIUC scene of an odd size (exercises padding)."""
+    frames = [s.pictures[s.val[len(s.val) // 2]].image for s in sources.values()]
+    if scenes:
+        frames.append(scenes[sorted(scenes)[0]])
+    return frames
+
+
+def time_invoke(work: Path, precision: str, height: int, width: int, runs: int = 50) -> dict[str, Any]:
+    """Median invoke time at a given input size through edge's default runtime, 1 thread."""
     from edge.model import ScoreMapModel
 
-    m = ScoreMapModel.load(model_path.parent, precision=_precision_of(model_path))
-    m.set_input_size(height, width)
+    m = ScoreMapModel.load(work, precision=precision)
     frame = np.random.default_rng(0).integers(0, 256, (height, width), dtype=np.uint8)
     for _ in range(5):
         m.invoke_raw(frame)
@@ -209,132 +362,86 @@ def time_invoke(model_path: Path, height: int, width: int, runs: int = 50) -> di
     return {"p50_ms": round(float(np.median(times)), 4), "runtime": m.runtime}
 
 
-def _precision_of(path: Path) -> str:
-    return {"model_int8.tflite": "int8", "model_float.tflite": "float", "dense_baseline_int8.tflite": "dense_int8"}[path.name]
+# --- the run -------------------------------------------------------------------------
 
-
-def run(cfg: TrainConfig) -> Path:
-    """The whole pipeline; returns the published run directory."""
+def run(cfg: TrainConfig) -> tuple[Path, str]:
+    """The whole pipeline; returns the run directory and what happened to `latest`."""
     t_start = time.time()
     run_name = cfg.run_name or time.strftime("run-%Y%m%d-%H%M%S")
     root = Path(cfg.artifacts)
     set_seeds(cfg.seed)
-    ws, load_report = load_dataset(cfg)
-    tr_idx, va_idx = split_by_order(ws, cfg.val_fraction)
-    train, val = ws.subset(tr_idx), ws.subset(va_idx)
-    print(f"data: {load_report.loaded} windows ({train.summary()} train, {val.summary()} held out), "
-          f"{len(load_report.corrupt)} unreadable skipped", flush=True)
-
+    spec, sources = load_data(cfg)
     t0 = time.time()
-    cnn, history, best_epoch = train_cnn(cfg, train, val)
-    dense = train_dense(cfg, train, val)
+    model, history, best_epoch = fit_detector(cfg, sources, spec.weights)
+    progress("train: dense baseline on the UIUC windows")
+    dense = fit_dense(cfg, next((s for s in sources.values() if s.spec.kind == "uiuc"), None))
     train_seconds = time.time() - t0
 
     work = artifacts.new_work_dir(root, run_name)
     try:
-        return _finish(cfg, run_name, root, work, ws, load_report, train, val, cnn, dense, history,
-                       best_epoch, train_seconds, t_start)
+        return _finish(cfg, run_name, root, work, spec, sources, model, history, best_epoch, dense,
+                       train_seconds, t_start)
     except BaseException:
         artifacts.discard(work)
         raise
 
 
-def _finish(cfg, run_name, root, work, ws, load_report, train, val, cnn, dense, history, best_epoch,
-            train_seconds, t_start) -> Path:
-    from edge.model import ScoreMapModel
+def _finish(cfg, run_name, root, work, spec, sources, model, history, best_epoch, dense, train_seconds, t_start):
+    from edge.manifest import Calibration, Manifest
     from training import report as report_mod
-    from training.evaluate import evaluate_detection, evaluate_windows
+    from training.calibrate import calibrate
+    from training.model import INPUT_MULTIPLE, build_detector, first_layer_params
 
-    reps = convert.representative_windows(train.images, cfg.calibration_samples, cfg.seed)
-    rep_fn = convert.representative_fn(reps)
-    sizes = {
-        "int8": convert.convert(cnn, work / "model_int8.tflite", rep_fn),
-        "float": convert.convert(cnn, work / "model_float.tflite"),
-        "dense_int8": convert.convert(dense, work / "dense_baseline_int8.tflite", rep_fn),
-    }
-    models = {}
-    for prec, name in (("int8", "model_int8.tflite"), ("float", "model_float.tflite"),
-                       ("dense_int8", "dense_baseline_int8.tflite")):
-        details = convert.tensor_details(work / name)
-        for k in ("input", "output"):
-            details[k]["shape"] = [1, WINDOW_HEIGHT, WINDOW_WIDTH, 1] if k == "input" else [1, 1, 1, 1]
-        models[prec] = artifacts.model_entry(work / name, details)
+    reps = calibration_pictures(cfg, sources)
+    entries = export_models(cfg, model, work, reps)
     fh, fw = cfg.frame_size
-    manifest: dict[str, Any] = {
-        "name": run_name,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "models": models,
-        "window": {"height": WINDOW_HEIGHT, "width": WINDOW_WIDTH},
-        "stride": CnnSpec().stride,
-        "pad": {"rows": PAD_ROWS, "cols": PAD_COLS, "mode": "edge"},
-        "score_map": {
-            "cell_to_window": "cell (r, c) = window with top-left (r*stride - pad.rows, c*stride - pad.cols) in the frame",
-            "output_size": "((H + 2*pad.rows - window.height) // stride + 1, (W + 2*pad.cols - window.width) // stride + 1)",
-            "output": "logit; score = sigmoid((q - zero_point) * scale)",
-        },
-        "input_encoding": "pixel/255 quantised with models.<p>.input scale/zero_point (int8 = pixel - 128)",
-        "thresholds": {"detection": cfg.detection_threshold, "presence": cfg.detection_threshold, "nms_iou": cfg.nms_iou},
-        "classes": ["no_car", "car"],
-        "calibration": convert.calibration_stats(reps),
-        "training_data": {**load_report.to_dict(), "train": train.summary(), "held_out": val.summary(),
-                          "split": f"last {cfg.val_fraction:.0%} of each class in file-name order"},
-        "macs": {"input": [fh, fw], "padded_input": [fh + 2 * PAD_ROWS, fw + 2 * PAD_COLS], "macs": convert.count_macs(cnn, fh + 2 * PAD_ROWS, fw + 2 * PAD_COLS)},
-        "train_config": {k: v for k, v in asdict(cfg).items()},
-    }
-    artifacts.write_manifest(work, manifest)
-
-    # Held-out windows through edge's wrapper.
-    results: dict[str, Any] = {}
-    for prec in ("float", "int8", "dense_int8"):
-        m = ScoreMapModel.load(work, precision=prec)
-        results[prec] = evaluate_windows(m, val.images, val.labels)
-    drop = (results["float"]["accuracy"] - results["int8"]["accuracy"]) * 100
-    if drop > cfg.gate_points:
-        raise GateError(
-            f"int8 accuracy {results['int8']['accuracy']:.4f} is {drop:.2f} points below float "
-            f"{results['float']['accuracy']:.4f} (gate: {cfg.gate_points} points). Nothing was published; "
-            f"{root / 'latest'} still points at the previous model. Try more calibration samples "
-            "(--calibration-samples) or more epochs."
-        )
-
-    golden_frames = [val.images[0], val.images[-1]]
-    scenes_dir, truth_file = _scene_paths(cfg)
-    detection: dict[str, Any] = {}
-    scenes, truth = None, None
-    if scenes_dir and truth_file:
-        truth = parse_truth(truth_file)
-        scenes = load_scenes(scenes_dir)
-        for prec in ("float", "int8"):
-            detection[prec] = evaluate_detection(work, scenes, truth, precision=prec)
-        from edge.preprocess import pad
-
-        golden_frames += [pad(scenes[n], PAD_ROWS, PAD_COLS) for n in sorted(scenes)[:2]]
-    manifest["golden"] = artifacts.write_golden(work, golden_frames, ["int8", "float"])
-    artifacts.write_manifest(work, manifest)
-
-    latency = {
-        "window": {p: time_invoke(work / n, WINDOW_HEIGHT, WINDOW_WIDTH) for p, n in
-                   (("int8", "model_int8.tflite"), ("float", "model_float.tflite"), ("dense_int8", "dense_baseline_int8.tflite"))},
-        "frame": {p: time_invoke(work / n, fh + 2 * PAD_ROWS, fw + 2 * PAD_COLS) for p, n in
-                  (("int8", "model_int8.tflite"), ("float", "model_float.tflite"))},
-    }
-    report = report_mod.build_report(
-        cfg=cfg, run_name=run_name, results=results, detection=detection, sizes=sizes, history=history,
-        best_epoch=best_epoch, cnn=cnn, dense=dense, latency=latency, manifest=manifest,
-        train_seconds=train_seconds, total_seconds=time.time() - t_start, load_report=load_report,
-        first_layer={"cnn": first_layer_params(cnn), "dense": first_layer_params(dense),
-                     "dense_200x100": dense_first_layer_weights(100, 200)},
+    manifest = Manifest(
+        directory=work, name=run_name, models=entries, stride=8, input_multiple=INPUT_MULTIPLE,
+        calibration=Calibration(), threshold=0.5, nms_iou=cfg.nms_iou, classes=["car"],
+        extra={"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+               "input_encoding": "greyscale pixel/255 quantised with models.<p>.input scale/zero_point "
+                                 "(int8 = pixel - 128); padded bottom/right by edge replication",
+               "input_stats": convert.calibration_stats(reps),
+               "training_data": {n: s.report for n, s in sources.items()},
+               "mix": {"spec": str(cfg.spec), "weights": spec.weights},
+               "train_config": {k: v for k, v in asdict(cfg).items() if k != "user_sources"},
+               "versions": artifacts.versions()},
     )
-    report_mod.write_report(work, report, history, results, detection, scenes, truth)
-    final = artifacts.publish(work, root, run_name)
-    return final
+    ph, pw = manifest.padded_size(fh, fw)
+    manifest.extra["macs"] = {"input": [fh, fw], "padded_input": [ph, pw],
+                              "macs": convert.count_macs(lambda h, w: build_detector(height=h, width=w), ph, pw)}
+    manifest.write()
 
+    progress("evaluate: validation sets through edge (float, int8)")
+    evals = {p: evaluate_sources(work, sources, p) for p in PRECISIONS}
+    cal_info = calibrate(calibration_examples(evals["int8"], sources))
+    cal, threshold = cal_info["calibration"], cal_info["threshold"]
+    manifest = replace(manifest, calibration=cal, threshold=threshold)
+    manifest.write()
+    for p in PRECISIONS:
+        apply_calibration(evals[p], cal)
+    metrics = {p: dataset_metrics(evals[p], sources, threshold) for p in PRECISIONS}
+    drops = int8_gate(cfg, metrics)
 
-def _scene_paths(cfg: TrainConfig) -> tuple[Path | None, Path | None]:
-    if cfg.scenes and cfg.truth:
-        return Path(cfg.scenes), Path(cfg.truth)
-    if cfg.dataset == "uiuc":
-        d = Path(cfg.data)
-        if (d / "TestImages").is_dir() and (d / "trueLocations.txt").is_file():
-            return d / "TestImages", d / "trueLocations.txt"
-    return None, None
+    progress("evaluate: UIUC test scenes (single-scale official rule, rescaled multi-scale)")
+    scenes, truth = uiuc_scenes(sources)
+    uiuc = evaluate_uiuc_all(work, scenes, truth, threshold)
+
+    progress("golden frames for preflight, latency")
+    golden = artifacts.write_golden(work, golden_frames(sources, scenes), list(PRECISIONS))
+    manifest = replace(manifest, extra={**manifest.extra, "golden": golden})
+    manifest.write()
+    latency = {p: time_invoke(work, p, fh, fw) for p in PRECISIONS}
+
+    progress("report")
+    rep = report_mod.build_report(
+        cfg=cfg, run_name=run_name, manifest=manifest, metrics=metrics, drops=drops, uiuc=uiuc,
+        calibration=cal_info, dense=dense, latency=latency, history=history, best_epoch=best_epoch,
+        params=int(model.count_params()), first_layer=first_layer_params(model),
+        train_seconds=train_seconds, total_seconds=time.time() - t_start, sources=sources,
+    )
+    report_mod.write_report(work, rep, history, evals, sources, uiuc, cfg.video)
+    decision = artifacts.promotion(root, rep, cfg.regress_points, cfg.promote)
+    final = artifacts.publish(work, root, run_name, promote=decision.promote)
+    return final, decision.reason
+
