@@ -26,7 +26,7 @@ from edge.pipeline import Pipeline, build_decider, build_detector
 from edge.platform import PlatformProbe
 from edge.preflight import run_preflight
 from edge.publish import build_publishers
-from edge.publish.base import Publisher
+from edge.publish.base import STATS_FPS_KEY, STATS_LATENCY_P95_KEY, Publisher
 from edge.sdnotify import Notifier
 from edge.sources import make_retrying_source
 from edge.sources.base import FrameSource, SourceExhausted
@@ -179,13 +179,13 @@ class Daemon:
         summary = self.stats.summary()
         src_errors = getattr(self.source, "errors", 0)
         line: dict[str, Any] = {
-            "fps": round(fps, 2),
+            STATS_FPS_KEY: round(fps, 2),
             "frames": self.stats.frames,
             "skipped": self.stats.skipped,
             "dropped": self.stats.dropped,
             "camera_errors": src_errors,
             "stages_ms": summary,
-            "latency_p95_ms": summary.get("total", {}).get("p95"),
+            STATS_LATENCY_P95_KEY: summary.get("total", {}).get("p95"),
             "frame_age_p95_ms": summary.get("frame_age", {}).get("p95"),
             "presence": self.pipeline.decider.presence(),
         }
@@ -197,7 +197,7 @@ class Daemon:
             self.metrics.set_throttled(line["throttled"])
         log.info("latency", extra={"latency": line})
         self.publisher.publish_stats(line)
-        p95 = line["latency_p95_ms"]
+        p95 = line[STATS_LATENCY_P95_KEY]
         self.notifier.status(f"{fps:.1f} fps, p95 {p95 if p95 is not None else '-'} ms, frames {self.stats.frames}")
         return line
 

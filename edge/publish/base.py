@@ -7,6 +7,11 @@ from typing import Any
 
 from edge.events import Event
 
+# Keys of the stats dict handed to publish_stats that consumers read by name (the Home
+# Assistant sensors' value templates). The daemon writes them, ha_discovery reads them.
+STATS_FPS_KEY = "fps"
+STATS_LATENCY_P95_KEY = "latency_p95_ms"
+
 
 class Publisher(abc.ABC):
     """Receives events and state; must never block the frame loop for long or raise on a
