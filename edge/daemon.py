@@ -157,7 +157,10 @@ class Daemon:
             self.notifier.ready(status=f"reload failed: {exc}"[:200])
             return False
         old_pub = self.publisher if publisher is not self.publisher else None
+        # Presence survives the reload; zones it removed while occupied get their car_left.
+        removed_left = decider.carry_over(self.pipeline.decider, time.time())
         self.pipeline = Pipeline(new_cfg, detector, decider, publisher, self.metrics, self.stats)
+        self.pipeline.publish_events(removed_left)
         self.publisher = publisher
         if old_pub is not None:
             old_pub.close()

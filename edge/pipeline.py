@@ -17,7 +17,7 @@ from edge.capture import FrameCapture
 from edge.config import Config
 from edge.decide import Decider
 from edge.detector import Detector
-from edge.events import Box, Event
+from edge.events import ARRIVED, Box, Event
 from edge.frame import Frame
 from edge.latency import RollingStats
 from edge.metrics import Metrics
@@ -145,7 +145,7 @@ class Pipeline:
         t3 = time.perf_counter()
         self._stage("decode_decide", t3 - t2, res)
 
-        self._publish(res)
+        self.publish_events(res.events)
         if inputs is not None and self.capture.cfg.enabled:  # no per-frame presence dict otherwise
             self.capture.maybe_save(image, frame.frame_id, frame.wall_time, res.top_score, boxes,
                                     self.decider.presence())
@@ -162,15 +162,16 @@ class Pipeline:
             self.latest = (image, boxes)
         return res
 
-    def _publish(self, res: FrameResult) -> None:
-        for ev in res.events:
+    def publish_events(self, events: list[Event]) -> None:
+        """Events, then the zone state they imply (a removed zone's `car_left` has no decider state)."""
+        for ev in events:
             log.info("event", extra={"event": ev.to_dict()})
             self.publisher.publish_event(ev)
-            st = self.decider.states[ev.zone]
-            self.publisher.publish_state(ev.zone, st.present, ev.score)
+            present = ev.kind == ARRIVED
+            self.publisher.publish_state(ev.zone, present, ev.score)
             if self.metrics is not None:
                 self.metrics.inc_event(ev.kind)
-                self.metrics.set_zone_present(ev.zone, st.present)
+                self.metrics.set_zone_present(ev.zone, present)
 
     def snapshot_frame(self) -> tuple[np.ndarray, list[Box]] | None:
         with self._lock:

@@ -345,3 +345,31 @@ def test_missing_video_is_a_clear_error(trained_model_dir, tmp_path):
     r = subprocess.run([sys.executable, "-m", "edge", "run", "--config", str(cfg)], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "nope.avi" in r.stderr
+
+
+def test_sighup_reload_carries_presence_and_closes_removed_zones(trained_model_dir, tmp_path):
+    """Reload with a car in a kept zone (no second car_arrived) and one in a removed zone (car_left)."""
+    from edge.config import load_config
+    from edge.daemon import Daemon
+    from edge.events import Box
+
+    zones = {"kept": {"x": 0, "y": 60, "width": 160, "height": 180},
+             "removed": {"x": 160, "y": 60, "width": 160, "height": 180}}
+    cfg_path = write_config(tmp_path / "c.toml", trained_model_dir, tmp_path, None, http={"enabled": False},
+                            zones=zones)
+    d = Daemon(load_config(cfg_path), cfg_path)
+    cars = [Box(20.0, 100.0, 100.0, 40.0, 0.9), Box(200.0, 100.0, 100.0, 40.0, 0.8)]
+    for i in range(2):  # frames_in = 2: both zones turn present
+        d.pipeline.publish_events(d.pipeline.decider.update(cars, 1000.0 + i, i))
+    write_config(cfg_path, trained_model_dir, tmp_path, None, http={"enabled": False},
+                 zones={"kept": zones["kept"]})  # (zones merge with the base's left_lane)
+    assert d.reload()
+    for i in range(2, 6):  # the car in the kept zone is still there
+        d.pipeline.publish_events(d.pipeline.decider.update(cars[:1], 1000.0 + i, i))
+    d.publisher.close()
+    events = [json.loads(ln) for ln in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [(e["event"], e["zone"]) for e in events if e["zone"] in ("kept", "removed")] == [
+        ("car_arrived", "kept"), ("car_arrived", "removed"), ("car_left", "removed")]
+    assert d.pipeline.decider.presence() == {"frame": True, "left_lane": True, "kept": True}
+    metrics = d.metrics.render()[0].decode()
+    assert 'car_detector_zone_present{zone="removed"} 0.0' in metrics
