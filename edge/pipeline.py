@@ -127,19 +127,19 @@ class Pipeline:
 
         if inputs is not None:
             maps = self.detector.infer(inputs)
+            if self.zone_classifier is not None:  # classify zones from their crops, on the same frames
+                self._last_zone_hits = self.zone_classifier.classify(image)
             t2 = time.perf_counter()
             self._stage("infer", t2 - t1, res)
             boxes = self.detector.decode(maps)
             self._last_boxes, self._last_top = boxes, maps.top_score
-        else:  # motion gate: nothing changed, the previous decision stands
+        else:  # motion gate: nothing changed, the previous decision (boxes and zone hits) stands
             res.inferred = False
             t2 = t1
             boxes = self._last_boxes
             self.stats.skipped += 1
             if self.metrics is not None:
                 self.metrics.inc_skipped()
-            if self.zone_classifier is not None:
-                self._last_zone_hits = self.zone_classifier.classify(image)
         res.boxes, res.top_score = boxes, self._last_top
         res.events = self.decider.update(boxes, frame.wall_time, frame.frame_id, self._last_zone_hits)
         t3 = time.perf_counter()
