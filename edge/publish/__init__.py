@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge.events import Event
+from edge.files import make_dirs
 from edge.publish.base import Publisher
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -32,9 +33,10 @@ def prepare_file_path(path: Path, what: str, key: str, example: str) -> None:
     """Create the parent folder of a file a publisher appends to, or say what is wrong.
 
     `what` names the file for people ("events file"), `key` the config key to fix.
+    Folders it creates are 0750 whatever the umask (see edge.files).
     """
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent)
     except OSError as exc:
         raise PublishSetupError(
             f"{what} {path} (config key {key}): cannot create directory {path.parent}: "

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from edge.files import open_append, open_replace
 from edge.publish import PublishSetupError, prepare_file_path
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ class DiskQueue:
         """Append one record; a failing disk degrades to memory-only, loudly, once."""
         try:
             if self._file is None:
-                self._file = open(self.path, "ab")  # noqa: SIM115
+                self._file = open_append(self.path)
             self._file.write((json.dumps(rec, separators=(",", ":")) + "\n").encode("utf-8"))
             self._file.flush()
             if sync:
@@ -130,7 +131,7 @@ class DiskQueue:
     def _rewrite(self) -> None:
         """Replace the file by just the pending items (atomic: tmp + rename)."""
         tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "wb") as f:
+        with open_replace(tmp) as f:
             for item in self.items.values():
                 f.write((json.dumps({"seq": item.seq, "msg": item.msg}, separators=(",", ":")) + "\n").encode())
             f.flush()
@@ -139,7 +140,7 @@ class DiskQueue:
             self._file.close()
             self._file = None
         os.replace(tmp, self.path)
-        self._file = open(self.path, "ab")  # noqa: SIM115
+        self._file = open_append(self.path)
         self._done_lines = 0
 
     def append(self, msg: Any) -> list[QueuedEvent]:

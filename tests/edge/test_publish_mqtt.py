@@ -19,7 +19,7 @@ from edge.config import MqttConfig
 from edge.events import ARRIVED, LEFT, Box, Event
 from edge.publish import PublishSetupError
 from edge.publish.mqtt import MqttPublisher
-from tests.edge.conftest import Broker, free_port
+from tests.edge.conftest import Broker, free_port, mode
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(60)]
 
@@ -391,3 +391,21 @@ def test_bad_topic_prefix_is_rejected(tmp_path: Path) -> None:
 def test_zone_names_that_collide_on_a_topic_are_rejected(tmp_path: Path) -> None:
     with pytest.raises(PublishSetupError, match="'street side' and 'street/side'"):
         MqttPublisher(make_cfg(free_port(), tmp_path), ["street side", "street/side"])
+
+
+def test_queue_file_and_folder_are_private_whatever_the_umask(tmp_path: Path, umask_000: None) -> None:
+    """The queue holds the same events as the events file: 0640 in a 0750 folder, also
+    after a compaction rewrote it."""
+    cfg = make_cfg(free_port(), tmp_path)  # nothing listens: events stay queued
+    pub = MqttPublisher(cfg, [])
+    try:
+        pub.publish_event(make_event(0))
+    finally:
+        pub.close()
+    path = Path(cfg.queue_path)
+    assert mode(path.parent) == 0o750
+    assert mode(path) == 0o640
+    path.chmod(0o666)  # left by an older version
+    pub = MqttPublisher(cfg, [])  # opening compacts: tmp + rename, a new file
+    pub.close()
+    assert mode(path) == 0o640
