@@ -19,7 +19,7 @@ from edge.decide import Decider
 from edge.detector import Detector
 from edge.events import ARRIVED, Box, Event
 from edge.frame import Frame
-from edge.latency import RollingStats
+from edge.latency import FRAME_AGE, RollingStats
 from edge.metrics import Metrics
 from edge.model import ScoreMapModel
 from edge.motion import MotionGate
@@ -153,7 +153,7 @@ class Pipeline:
         self._stage("publish", t4 - t3, res)
         self._stage("total", t4 - t_start, res)
         res.frame_age_s = max(0.0, (time.monotonic_ns() - frame.timestamp_ns) / 1e9)
-        self.stats.add("frame_age", res.frame_age_s)
+        self.stats.add(FRAME_AGE, res.frame_age_s)
         self.stats.frames += 1
         if self.metrics is not None:
             self.metrics.observe_frame_age(res.frame_age_s)
