@@ -13,6 +13,7 @@ together live in ``Config.check``.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import sys
 import types
 import typing
@@ -110,9 +111,14 @@ def _rectangle_or_empty(value: list[int]) -> str | None:
 
 
 def setting(default: Any = dataclasses.MISSING, check: Check | None = None, *,
-            factory: Callable[[], Any] | Any = dataclasses.MISSING) -> Any:
-    """A config field with its check beside it; no default and no factory = a required key."""
-    return field(default=default, default_factory=factory, metadata={"check": check} if check else {})
+            factory: Callable[[], Any] | Any = dataclasses.MISSING, secret: bool = False) -> Any:
+    """A config field with its check beside it; no default and no factory = a required key.
+
+    A `secret` never shows its value: not in the dataclass repr (which ends up in logs and
+    test output), not in a type error.
+    """
+    meta = {**({"check": check} if check else {}), **({"secret": True} if secret else {})}
+    return field(default=default, default_factory=factory, repr=not secret, metadata=meta)
 
 
 def field_check(f: dataclasses.Field) -> Check | None:
@@ -243,11 +249,35 @@ class MqttConfig:
     keepalive_s: int = setting(30, Range(ge=1))
 
 
+def _long_secret(value: str, min_len: int) -> str | None:
+    """Empty (unset) or at least `min_len` characters; the message never repeats the secret."""
+    if not value or len(value) >= min_len:
+        return None
+    return f"must be at least {min_len} characters (e.g. `openssl rand -hex 16`), got {len(value)} characters"
+
+
 @dataclass
 class HttpConfig:
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = setting(8080, Range(ge=0, le=65535, hint="0 = any free port"))
+    # bearer token for every page but /healthz on a non-loopback host, and for writes on any
+    token: str = setting("", lambda t: _long_secret(t, 16), secret=True)
+
+    def check(self) -> None:
+        _need(is_loopback(self.host) or bool(self.token), "http.token",
+              f"must be set when http.host = {self.host!r} is not a loopback address: anyone on the "
+              "network could read the snapshot otherwise (or use http.host = \"127.0.0.1\")")
+
+
+def is_loopback(host: str) -> bool:
+    """True when `host` only accepts connections from this machine ("" means every interface)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name, or ""
+        return False
 
 
 @dataclass
@@ -342,6 +372,12 @@ def _convert_field(f: dataclasses.Field, tp: Any, value: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"[{key}] must be a table, got {value!r}")
         out = {k: _convert(v, vtp, f"{key}.{k}") for k, v in value.items()}
+    elif f.metadata.get("secret"):
+        try:
+            out = _convert(value, tp, key)
+        except ConfigError:
+            raise ConfigError(f"{key} must be {_describe(tp)}, got a TOML {type(value).__name__} "
+                              "(value not shown: it is a secret)") from None
     else:
         out = _convert(value, tp, key)
     check = field_check(f)

@@ -279,3 +279,28 @@ def test_tomli_fallback_is_a_declared_dependency() -> None:
     pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
     deps = [d.replace(" ", "").replace('"', "'") for d in pyproject["project"]["dependencies"]]
     assert any(d.startswith("tomli") and d.endswith(";python_version<'3.11'") for d in deps), deps
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "", "192.168.1.20", "pi.local"])
+def test_a_non_loopback_http_host_needs_a_token(tmp_path: Path, host: str) -> None:
+    msg = error(tmp_path, f'[http]\nhost = "{host}"\n')
+    assert msg.split(": ", 1)[1].startswith("http.token must be set") and repr(host) in msg
+    token = "0123456789abcdef0123"
+    cfg = load_config(write(tmp_path, f'[http]\nhost = "{host}"\ntoken = "{token}"\n'))
+    assert cfg.http.token == token
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])
+def test_loopback_http_hosts_need_no_token(tmp_path: Path, host: str) -> None:
+    assert load_config(write(tmp_path, f'[http]\nhost = "{host}"\n')).http.token == ""
+
+
+@pytest.mark.parametrize("value", ['"hunter2hunter"', "123456789012345678"])
+def test_http_token_errors_never_show_the_token(tmp_path: Path, value: str) -> None:
+    msg = error(tmp_path, f'[http]\nhost = "0.0.0.0"\ntoken = {value}\n')
+    assert "http.token" in msg and value.strip('"') not in msg
+
+
+def test_http_token_is_left_out_of_the_config_repr(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, '[http]\nhost = "0.0.0.0"\ntoken = "0123456789abcdef-secret"\n'))
+    assert "secret" not in repr(cfg) and "secret" not in repr(cfg.http)
