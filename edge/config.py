@@ -149,7 +149,6 @@ class SourceConfig:
     path: str = ""  # video file or image folder
     loop: bool = True
     pace: bool = True  # video/images: deliver at the source's own frame rate
-    snapshot_stream: bool = False  # picamera2: also configure a `main` stream for snapshots
     main_width: int = setting(1280, Range(ge=16))
     main_height: int = setting(960, Range(ge=16))
     retry_initial_s: float = setting(0.5, Range(gt=0))

@@ -78,9 +78,6 @@ class RetryingSource(FrameSource):
         """Ask a read() that is backing off (or about to) to give up with SourceStopped."""
         self.stop_event.set()
 
-    def snapshot(self) -> object | None:
-        return self.inner.snapshot() if self._inner_open else None
-
     # -- reading -----------------------------------------------------------------------
 
     def read(self) -> Frame:

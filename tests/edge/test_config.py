@@ -304,3 +304,9 @@ def test_http_token_errors_never_show_the_token(tmp_path: Path, value: str) -> N
 def test_http_token_is_left_out_of_the_config_repr(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, '[http]\nhost = "0.0.0.0"\ntoken = "0123456789abcdef-secret"\n'))
     assert "secret" not in repr(cfg) and "secret" not in repr(cfg.http)
+
+
+def test_removed_snapshot_stream_key_is_refused(tmp_path: Path) -> None:
+    """It promised colour snapshots that nothing served; an old config is told, not ignored."""
+    msg = error(tmp_path, "[source]\nsnapshot_stream = true\n")
+    assert "unknown key source.snapshot_stream" in msg
