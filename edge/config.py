@@ -172,6 +172,10 @@ class Zone:
     classify: bool = False
 
 
+# Image pyramid scales; `--scales` on the command line is checked with the same rule.
+SCALES_CHECK = Items(Range(ge=0.1, le=4.0), min_len=1)
+
+
 @dataclass
 class ProcessingConfig:
     # processing size the model's input is resized to, once, at start
@@ -179,7 +183,7 @@ class ProcessingConfig:
     height: int = setting(240, Range(ge=16))
     # [x, y, width, height] of the source frame
     crop: list[int] = setting(check=_rectangle_or_empty, factory=list)
-    scales: list[float] = setting(check=Items(Range(ge=0.1, le=4.0), min_len=1), factory=lambda: [1.0])
+    scales: list[float] = setting(check=SCALES_CHECK, factory=lambda: [1.0])
     threshold: float = setting(-1.0, Range(lt=1.0, hint="negative = the manifest's default"))
     nms_iou: float = setting(0.3, Range(gt=0.0, le=1.0))
     # fraction of a box that must fall in a zone to count for it
