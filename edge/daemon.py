@@ -103,7 +103,8 @@ class Daemon:
         log.info("model loaded", extra={"runtime": detector.runtime, "model": cfg.model.path,
                                         "threads": cfg.model.num_threads, "precision": cfg.model.precision,
                                         "threshold": detector.threshold})
-        self.publisher: Publisher = build_publishers(cfg, ["frame", *cfg.zones])
+        self.publisher: Publisher = build_publishers(cfg, ["frame", *cfg.zones],
+                                                     on_queue_depth=self.metrics.set_mqtt_queue_depth)
         self.pipeline = Pipeline(cfg, detector, build_decider(cfg), self.publisher, self.metrics, self.stats)
 
     # --- signals ---------------------------------------------------------------
@@ -146,7 +147,8 @@ class Daemon:
             decider: Decider = build_decider(new_cfg)
             publisher = self.publisher
             if (new_cfg.events, new_cfg.mqtt, new_cfg.zones) != (self.cfg.events, self.cfg.mqtt, self.cfg.zones):
-                publisher = build_publishers(new_cfg, ["frame", *new_cfg.zones])
+                publisher = build_publishers(new_cfg, ["frame", *new_cfg.zones],
+                                             on_queue_depth=self.metrics.set_mqtt_queue_depth)
             source = None
             if new_cfg.source != self.cfg.source:
                 source = make_retrying_source(new_cfg.source, self.stop_event)
@@ -274,8 +276,7 @@ class Daemon:
             log.exception("final latency summary failed")
         if self.source is not None:
             self.source.close()
-        self.publisher.flush(timeout_s=1.0)
-        self.publisher.close()
+        self.publisher.close()  # flushes within CLOSE_TIMEOUT_S: a hung broker cannot stall SIGTERM
         if self.http is not None:
             self.http.stop()
         log.info("stopped", extra={"frames": self.frames, "shutdown_s": round(time.monotonic() - t0, 3)})

@@ -18,7 +18,7 @@ from edge.config import EventsConfig
 from edge.events import Event
 from edge.files import open_append
 from edge.publish import PublishSetupError, prepare_file_path
-from edge.publish.base import Publisher
+from edge.publish.base import CLOSE_TIMEOUT_S, Publisher
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,8 @@ class EventsFilePublisher(Publisher):
     def flush(self, timeout_s: float = 1.0) -> None:
         """Nothing to do: every event is already on disk when publish_event returns."""
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Nothing to wait for (see flush); timeout_s is the Publisher contract."""
         with self._lock:
             self._closed = True
             if self._file is not None:

@@ -30,6 +30,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +39,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.config import MqttConfig
 from edge.events import Event
-from edge.publish.base import Publisher
+from edge.publish.base import CLOSE_TIMEOUT_S, Publisher
 from edge.publish.ha_discovery import OFF, OFFLINE, ON, ONLINE, Topics, discovery_messages
 from edge.publish.mqtt_queue import DiskQueue, QueuedEvent
 
 log = logging.getLogger(__name__)
 
 WINDOW = 100  # events handed to paho but not yet acknowledged
+_GOODBYE_S = 0.25  # of it, kept back from the flush for "offline" + DISCONNECT
 
 _ONLINE_MARK = object()  # by_mid value of the availability message sent on connect
 _OTHER_MARK = object()  # states, stats, discovery: tracked only so flush() can wait for them
@@ -55,6 +57,8 @@ class MqttPublisher(Publisher):
 
     Construction never waits for the broker: paho connects in the background and keeps
     retrying with exponential backoff (reconnect_min_s doubling up to reconnect_max_s).
+    `on_queue_depth(n)` is called whenever the number of unacknowledged events changes
+    (the daemon points it at its Prometheus gauge).
     """
 
     def __init__(
@@ -64,8 +68,10 @@ class MqttPublisher(Publisher):
         *,
         reconnect_min_s: int = 1,
         reconnect_max_s: int = 30,
+        on_queue_depth: Callable[[int], None] | None = None,
     ) -> None:
         self.cfg = cfg
+        self._on_queue_depth = on_queue_depth
         self.topics = Topics.from_config(cfg, zones)
         self.zones = self.topics.zones
 
@@ -89,6 +95,7 @@ class MqttPublisher(Publisher):
 
         self._queue = DiskQueue(Path(cfg.queue_path), cfg.queue_max)
         self._note_dropped(self._queue.open())
+        self._report_depth()
         self._client = self._make_client(reconnect_min_s, reconnect_max_s)
         self._sender = threading.Thread(target=self._run_sender, name="mqtt-sender", daemon=True)
         self._sender.start()
@@ -121,6 +128,7 @@ class MqttPublisher(Publisher):
                 raise RuntimeError("MqttPublisher.publish_event after close()")
             dropped = self._queue.append(msg)
             self._note_dropped(dropped)
+            self._report_depth()
         self._wake.set()
 
     def publish_state(self, zone: str, present: bool, score: float) -> None:
@@ -165,37 +173,61 @@ class MqttPublisher(Publisher):
                     return
                 self._cond.wait(min(left, 0.1))
 
-    def close(self, timeout_s: float = 2.0) -> None:
-        """Flush (when connected), say "offline", disconnect. Unsent events stay in the
-        queue file for the next start. Safe to call twice."""
+    def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Flush (when connected), say "offline", disconnect: all of it within timeout_s.
+
+        A hung broker (TCP open, nothing acknowledged) would otherwise hold a SIGTERM for the
+        flush, then for the "offline" PUBACK, then for the network thread. What is not
+        acknowledged in time stays in the queue file for the next start. Safe to call twice.
+        """
         with self._cond:
             if self._closed:
                 return
             self._closed = True
             connected = self._ready
         deadline = time.monotonic() + timeout_s
+
+        def left(keep: float = 0.0) -> float:
+            return max(0.0, deadline - keep - time.monotonic())
+
         if connected:
-            self.flush(timeout_s * 0.75)
+            self.flush(left(keep=_GOODBYE_S))
         self._stop = True
         self._wake.set()
-        self._sender.join(timeout=max(0.1, deadline - time.monotonic()))
+        self._sender.join(timeout=left())
         if self._connected:
             try:
                 info = self._client.publish(self.topics.status, OFFLINE, qos=1, retain=True)
-                info.wait_for_publish(timeout=max(0.1, deadline - time.monotonic()))
+                info.wait_for_publish(timeout=left(keep=_GOODBYE_S / 2))
             except (RuntimeError, ValueError) as exc:
                 log.debug("could not publish offline status: %s", exc)
         self._client.disconnect()
-        self._client.loop_stop()
+        self._stop_network_thread(left())
         self._send_pass()  # PUBACKs that came in after the sender stopped: not re-sent next start
         with self._cond:
             self._queue.close()
-            left = len(self._queue.items)
-        if left:
+            left_items = len(self._queue.items)
+            self._report_depth()
+        if left_items:
             log.warning("MQTT: %d event(s) not acknowledged yet; kept in %s for the next start",
-                        left, self._queue.path)
+                        left_items, self._queue.path)
+
+    def _stop_network_thread(self, timeout_s: float) -> None:
+        """paho's loop_stop() joins its thread without a timeout, and that thread can sit in
+        a TCP connect or TLS handshake for connect_timeout (5 s); so join it from a helper."""
+        stopper = threading.Thread(target=self._client.loop_stop, name="mqtt-loop-stop", daemon=True)
+        stopper.start()
+        stopper.join(timeout=max(timeout_s, 0.05))
+        if stopper.is_alive():
+            log.warning("MQTT network thread still busy (connecting to %s:%d?) after the close budget; "
+                        "not waiting for it", self.cfg.host, self.cfg.port)
 
     # ---------------------------------------------------------------- internals
+
+    def _report_depth(self) -> None:
+        """Called with the lock held (or before any thread runs), after each change."""
+        if self._on_queue_depth is not None:
+            self._on_queue_depth(len(self._queue.items))
 
     def _note_dropped(self, dropped: list[QueuedEvent]) -> None:
         """Count drops; warn at most once a minute so an outage does not flood the journal."""
@@ -276,6 +308,8 @@ class MqttPublisher(Publisher):
                     self._online_mid = None
                 elif isinstance(what, QueuedEvent):
                     self._queue.done(what)
+            if acks:
+                self._report_depth()
             plan = self._plan() if self._ready and not self._stop else []
             self._cond.notify_all()
         for topic, payload, retain, tag in plan:
