@@ -153,13 +153,11 @@ class Picamera2Source(FrameSource):
         cam = self._cam
         if cam is None:
             raise SourceError("camera read() before open() (or after a failure closed it)")
-        start = time.monotonic()
         request = self._capture(cam)
         try:
             yuv, metadata = self._extract(request)
         finally:
             self._release(request)
-        waited = time.monotonic() - start
         w, h = self._lores_size
         image = fit_grey(yuv[:h, :w], self.cfg.width, self.cfg.height)  # Y plane minus stride padding
         timestamp_ns = self._timestamp(metadata)
@@ -170,7 +168,6 @@ class Picamera2Source(FrameSource):
             timestamp_ns=timestamp_ns,
             frame_id=frame_id,
             wall_time=time.time() - (time.monotonic_ns() - timestamp_ns) / 1e9,
-            capture_wait_s=waited,
         )
 
     def _extract(self, request: Any) -> tuple[np.ndarray, dict[str, Any]]:
