@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+from edge.argparsing import RUNTIME_CHOICES, Parser, add_version, positive_int, probability, scales
+
 # TensorFlow's C++ logging (CUDA probing, tf.data attribute notices) is noise for a user on
 # a laptop; Python-level errors still surface as exceptions.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -88,39 +90,50 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training", description=__doc__)
-    sub = p.add_subparsers(dest="cmd", required=True)
+    p = Parser(prog="python -m training", description=__doc__)
+    add_version(p)
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     d = sub.add_parser("data", help="get UIUC CarData into data/CarData (mirror first, then download)")
-    d.add_argument("--dest", default="data/CarData")
-    d.add_argument("--mirror", default=os.environ.get("DATA_MIRROR", "../shared/datasets"))
+    d.add_argument("--dest", default="data/CarData", help="folder to put CarData in")
+    d.add_argument("--mirror", default=os.environ.get("DATA_MIRROR", "../shared/datasets"),
+                   help="local folder searched before downloading ($DATA_MIRROR)")
     d.set_defaults(fn=cmd_data)
 
     t = sub.add_parser("train", help="train, convert, evaluate, write artifacts")
-    t.add_argument("--data", default="data/CarData")
-    t.add_argument("--dataset", choices=["uiuc", "folder"], default="uiuc")
-    t.add_argument("--classes", type=_classes, help="folder=class pairs, e.g. busy=car,free=no_car")
-    t.add_argument("--artifacts", default="artifacts")
-    t.add_argument("--run-name", default="")
-    t.add_argument("--epochs", type=int, default=40)
-    t.add_argument("--dense-epochs", type=int, default=30)
-    t.add_argument("--patience", type=int, default=8)
-    t.add_argument("--copies", type=int, default=2)
-    t.add_argument("--seed", type=int, default=1234)
-    t.add_argument("--calibration-samples", type=int, default=300)
-    t.add_argument("--gate-points", type=float, default=1.0)
+    t.add_argument("--data", default="data/CarData", help="CarData folder, or a labelled picture folder")
+    t.add_argument("--dataset", choices=["uiuc", "folder"], default="uiuc",
+                   help="uiuc: UIUC CarData layout; folder: one sub-folder per class")
+    t.add_argument("--classes", type=_classes,
+                   help="for --dataset folder: folder=class pairs, e.g. busy=car,free=no_car; "
+                        "without it: car=car,no_car=no_car")
+    t.add_argument("--artifacts", default="artifacts", help="where runs are written (and `latest` points)")
+    t.add_argument("--run-name", default="", help="name of the run folder; empty: run-YYYYmmdd-HHMMSS")
+    t.add_argument("--epochs", type=positive_int, default=40, help="maximum epochs for the CNN (early stopping may end sooner)")
+    t.add_argument("--dense-epochs", type=int, default=30, help="maximum epochs for the dense baseline model")
+    t.add_argument("--patience", type=positive_int, default=8, help="early-stopping patience in epochs")
+    t.add_argument("--copies", type=positive_int, default=2, help="augmented copies of each training window per epoch")
+    t.add_argument("--seed", type=int, default=1234, help="random seed")
+    t.add_argument("--calibration-samples", type=positive_int, default=300,
+                   help="pictures used to calibrate int8 quantisation")
+    t.add_argument("--gate-points", type=float, default=1.0,
+                   help="refuse an int8 model that loses more than this many accuracy points to quantisation")
     t.set_defaults(fn=cmd_train)
 
     e = sub.add_parser("evaluate", help="score a trained model on UIUC scenes or a picture folder")
     e.add_argument("--model", required=True, help="model directory (with manifest.json)")
-    e.add_argument("--scenes")
-    e.add_argument("--truth")
-    e.add_argument("--pictures")
-    e.add_argument("--classes", type=_classes)
-    e.add_argument("--precision", choices=["int8", "float"], default="int8")
-    e.add_argument("--runtime", default="auto")
-    e.add_argument("--scales", default="", help="comma-separated pyramid scales")
-    e.add_argument("--threshold", type=float, default=None)
-    e.add_argument("--json")
+    e.add_argument("--scenes", help="UIUC test scene folder (with --truth)")
+    e.add_argument("--truth", help="UIUC truth file for --scenes")
+    e.add_argument("--pictures", help="labelled picture folder, one sub-folder per class (instead of --scenes)")
+    e.add_argument("--classes", type=_classes,
+                   help="for --pictures: folder=class pairs, e.g. busy=car,free=no_car; "
+                        "without it: car=car,no_car=no_car")
+    e.add_argument("--precision", choices=["int8", "float"], default="int8", help="which model of the manifest")
+    e.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto", help="TFLite runtime")
+    e.add_argument("--scales", type=scales, default=None,
+                   help="comma-separated pyramid scales, each 0.1..4; without it: the manifest's")
+    e.add_argument("--threshold", type=probability, default=None,
+                   help="score threshold 0..1; without it: 0.5 for --pictures, the manifest's for --scenes")
+    e.add_argument("--json", help="also write the figures to this JSON file")
     e.set_defaults(fn=cmd_evaluate)
     return p
 
