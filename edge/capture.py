@@ -18,6 +18,7 @@ from PIL import Image
 
 from edge.config import CaptureConfig
 from edge.events import Box
+from edge.files import make_dirs, open_replace
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ class FrameCapture:
         self.saved = 0
         self._count = 0
         if cfg.enabled:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            make_dirs(self.dir)  # 0750: frames show who parks here; not for every local user
             self._count = sum(1 for _ in self.dir.glob("*.png"))
 
     def reason(self, top_score: float, now: float) -> str | None:
@@ -65,7 +66,8 @@ class FrameCapture:
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(wall_time))
         path = self.dir / f"frame-{stamp}-{frame_id:08d}.png"
         tmp = path.with_suffix(".png.tmp")
-        Image.fromarray(image).save(tmp, format="PNG")
+        with open_replace(tmp) as f:
+            Image.fromarray(image).save(f, format="PNG")
         os.replace(tmp, path)
         # float(): a numpy scalar score would make json.dumps fail after the PNG is written.
         sidecar = {
@@ -76,7 +78,8 @@ class FrameCapture:
         }
         side = path.with_suffix(".json")
         side_tmp = path.with_suffix(".json.tmp")
-        side_tmp.write_text(json.dumps(sidecar) + "\n")
+        with open_replace(side_tmp) as f:
+            f.write((json.dumps(sidecar) + "\n").encode("utf-8"))
         os.replace(side_tmp, side)
         self._count += 1
         self.saved += 1

@@ -1,4 +1,5 @@
-"""`python -m edge` / `car-detector`: run the service, detect on pictures, preflight, bench, soak."""
+"""`python -m edge` / `car-detector`: run the service, check a config, detect on pictures, preflight,
+bench, soak."""
 
 from __future__ import annotations
 
@@ -7,7 +8,18 @@ import json
 import logging
 import sys
 
-from edge.config import DEFAULT_CONFIG_PATH
+from edge.argparsing import (
+    RUNTIME_CHOICES,
+    RUNTIME_NAMES,
+    Parser,
+    add_version,
+    choice_list,
+    int_list,
+    positive_int,
+    probability,
+    scales,
+)
+from edge.config import DEFAULT_CONFIG_PATH, Config
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -89,47 +101,81 @@ def cmd_soak(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Load and validate a config the way the service will; one line either way."""
+    from edge.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.file)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"OK {args.file}: {config_summary(cfg)}")
+    return 0
+
+
+def config_summary(cfg: Config) -> str:
+    src = cfg.source
+    where = f" {src.path}" if src.kind in ("video", "images") else ""
+    zones = ", ".join(f"{n}{' (classify)' if z.classify else ''}" for n, z in cfg.zones.items()) or "none"
+    mqtt = f"{cfg.mqtt.host}:{cfg.mqtt.port}" if cfg.mqtt.enabled else "off"
+    http = f"{cfg.http.host}:{cfg.http.port}" if cfg.http.enabled else "off"
+    return (f"source {src.kind}{where} {src.width}x{src.height} @ {src.fps:g} fps; model {cfg.model.path} "
+            f"({cfg.model.runtime}, {cfg.model.precision}); zones: {zones}; events {cfg.events.path}; "
+            f"mqtt {mqtt}; http {http}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="car-detector", description="Is there a car in the picture, and where?")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run", help="run the detector service")
-    r.add_argument("--config", default=str(DEFAULT_CONFIG_PATH))
-    r.add_argument("--max-frames", type=int, default=None, help="stop after N frames (tests, replays)")
+    p = Parser(prog="car-detector", description="Is there a car in the picture, and where?")
+    add_version(p)
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    r = sub.add_parser("run", help="run the detector service", description="Run the detector service.")
+    r.add_argument("--config", default=str(DEFAULT_CONFIG_PATH), help="TOML config file")
+    r.add_argument("--max-frames", type=positive_int, default=None,
+                   help="stop after N frames (tests, replays); without it: run until stopped")
     r.set_defaults(fn=cmd_run)
 
+    c = sub.add_parser("check-config", help="validate a config file: OK and a summary, or the error",
+                       description="Validate a config file as `run` would load it (exit 1 on an error).")
+    c.add_argument("file", help="TOML config file, e.g. " + str(DEFAULT_CONFIG_PATH))
+    c.set_defaults(fn=cmd_check_config)
+
     pf = sub.add_parser("preflight", help="check a model directory runs identically here")
-    pf.add_argument("--model", required=True)
-    pf.add_argument("--runtime", default="auto", choices=["auto", "litert", "tflite-runtime", "tensorflow"])
-    pf.add_argument("--precision", default="int8", choices=["int8", "float"])
+    pf.add_argument("--model", required=True, help="model directory (with manifest.json)")
+    pf.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES, help="TFLite runtime")
+    pf.add_argument("--precision", default="int8", choices=["int8", "float"], help="which model of the manifest")
     pf.set_defaults(fn=cmd_preflight)
 
     d = sub.add_parser("detect", help="boxes for pictures, one JSON line each")
-    d.add_argument("--model", required=True)
-    d.add_argument("images", nargs="+")
-    d.add_argument("--runtime", default="auto")
-    d.add_argument("--precision", default="int8", choices=["int8", "float"])
-    d.add_argument("--threshold", type=float, default=None)
-    d.add_argument("--scales", default="1.0")
+    d.add_argument("--model", required=True, help="model directory (with manifest.json)")
+    d.add_argument("images", nargs="+", help="picture files")
+    d.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES, help="TFLite runtime")
+    d.add_argument("--precision", default="int8", choices=["int8", "float"], help="which model of the manifest")
+    d.add_argument("--threshold", type=probability, default=None,
+                   help="score threshold 0..1; without it: the manifest's threshold")
+    d.add_argument("--scales", type=scales, default="1.0", help="comma-separated pyramid scales, each 0.1..4")
     d.set_defaults(fn=cmd_detect)
 
     b = sub.add_parser("bench", help="invoke and pipeline latency per runtime/precision/threads")
-    b.add_argument("--model", required=True)
-    b.add_argument("--video", default=None)
-    b.add_argument("--width", type=int, default=320)
-    b.add_argument("--height", type=int, default=240)
-    b.add_argument("--runs", type=int, default=300)
-    b.add_argument("--warmup", type=int, default=30)
-    b.add_argument("--threads", default="1,2")
-    b.add_argument("--runtimes", default="")
-    b.add_argument("--precisions", default="int8,float")
-    b.add_argument("--json")
+    b.add_argument("--model", required=True, help="model directory (with manifest.json)")
+    b.add_argument("--video", default=None, help="video whose frames are fed; without it: synthetic frames")
+    b.add_argument("--width", type=positive_int, default=320, help="processing width")
+    b.add_argument("--height", type=positive_int, default=240, help="processing height")
+    b.add_argument("--runs", type=positive_int, default=300, help="timed frames per row")
+    b.add_argument("--warmup", type=int, default=30, help="untimed frames before each row")
+    b.add_argument("--threads", type=int_list, default="1,2", help="comma-separated interpreter thread counts")
+    b.add_argument("--runtimes", type=choice_list(RUNTIME_NAMES), default="",
+                   help="comma-separated runtimes; empty: every runtime installed here")
+    b.add_argument("--precisions", type=choice_list(("int8", "float")), default="int8,float",
+                   help="comma-separated precisions")
+    b.add_argument("--json", help="also write the rows to this JSON file")
     b.set_defaults(fn=cmd_bench)
 
     s = sub.add_parser("soak", help="replay frames through the pipeline; RSS at start and end")
-    s.add_argument("--model", required=True)
-    s.add_argument("--video", default=None)
-    s.add_argument("--frames", type=int, default=100000)
-    s.add_argument("--json")
+    s.add_argument("--model", required=True, help="model directory (with manifest.json)")
+    s.add_argument("--video", default=None, help="video whose frames are replayed; without it: synthetic frames")
+    s.add_argument("--frames", type=positive_int, default=100000, help="frames to process")
+    s.add_argument("--json", help="also write the report to this JSON file")
     s.set_defaults(fn=cmd_soak)
     return p
 

@@ -2,17 +2,27 @@
 
 Every error names the offending key (``section.key``) and what would be accepted, because
 the person reading it is on a Pi over ssh with a unit that keeps restarting.
+
+Each field declares its own range next to it (``setting(default, Range(...))``), the way
+Frigate's pydantic models carry ``Field(ge=...)``: reading a section shows what each key
+accepts, and the loader checks every declared range with one generic walk. Checks that tie
+two keys together live in the section's ``check`` method; checks that tie two sections
+together live in ``Config.check``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import sys
 import types
 import typing
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+from edge.runtimes import RUNTIME_CHOICES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -21,16 +31,111 @@ else:  # pragma: no cover - Bullseye-era Pythons
 
 DEFAULT_CONFIG_PATH = Path("/etc/car-detector/config.toml")
 
+# A field check returns None when the value is fine, else what is wrong with it
+# ("must be >= 1, got 0"); the loader puts the key in front.
+Check = Callable[[Any], "str | None"]
+
 
 class ConfigError(ValueError):
     """A config file that the daemon refuses to run with."""
 
 
+def _num(x: float) -> str:
+    return repr(int(x)) if float(x).is_integer() else repr(x)
+
+
+@dataclass(frozen=True)
+class Range:
+    """Numeric bounds of one field; `hint` says what to do instead (e.g. how to turn it off)."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    hint: str = ""
+
+    def bounds(self) -> str:
+        """The accepted interval in words: "> 0", "in (0, 1]", ">= 1"."""
+        low = self.ge if self.ge is not None else self.gt
+        high = self.le if self.le is not None else self.lt
+        if low is not None and high is not None:
+            return (f"in {'[' if self.ge is not None else '('}{_num(low)}, "
+                    f"{_num(high)}{']' if self.le is not None else ')'}")
+        if low is not None:
+            return f"{'>=' if self.ge is not None else '>'} {_num(low)}"
+        if high is not None:
+            return f"{'<=' if self.le is not None else '<'} {_num(high)}"
+        raise TypeError("Range needs at least one bound")  # pragma: no cover - a declaration mistake
+
+    def describe(self) -> str:
+        return f"must be {self.bounds()}" + (f" ({self.hint})" if self.hint else "")
+
+    def __call__(self, value: Any) -> str | None:
+        ok = ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
+              and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+        return None if ok else f"{self.describe()}, got {value!r}"
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """A string from a list that is owned elsewhere (e.g. the runtime registry)."""
+
+    choices: Sequence[str]
+
+    def __call__(self, value: Any) -> str | None:
+        if value in self.choices:
+            return None
+        return f"= {value!r} is not allowed; use one of " + ", ".join(repr(c) for c in self.choices)
+
+
+@dataclass(frozen=True)
+class Items:
+    """A list whose length and every element are checked."""
+
+    each: Range
+    min_len: int = 0
+
+    def __call__(self, value: Any) -> str | None:
+        bad = [v for v in value if self.each(v) is not None]
+        if len(value) < self.min_len or bad:
+            return f"must be a list of at least {self.min_len} numbers, each {self.each.bounds()}, got {value!r}"
+        return None
+
+
+def _rectangle_or_empty(value: list[int]) -> str | None:
+    if len(value) not in (0, 4):
+        return f"must be [] or [x, y, width, height], got {value!r}"
+    if value and not (value[0] >= 0 and value[1] >= 0 and value[2] > 0 and value[3] > 0):
+        return f"needs x,y >= 0 and width,height > 0, got {value!r}"
+    return None
+
+
+def setting(default: Any = dataclasses.MISSING, check: Check | None = None, *,
+            factory: Callable[[], Any] | Any = dataclasses.MISSING, secret: bool = False) -> Any:
+    """A config field with its check beside it; no default and no factory = a required key.
+
+    A `secret` never shows its value: not in the dataclass repr (which ends up in logs and
+    test output), not in a type error.
+    """
+    meta = {**({"check": check} if check else {}), **({"secret": True} if secret else {})}
+    return field(default=default, default_factory=factory, repr=not secret, metadata=meta)
+
+
+def field_check(f: dataclasses.Field) -> Check | None:
+    """The check declared next to a field, if any (tests walk these generically)."""
+    return f.metadata.get("check")
+
+
+def _need(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key} {msg}")
+
+
 @dataclass
 class ModelConfig:
     path: str = "/var/lib/car-detector/model/current"  # directory with manifest.json
-    runtime: Literal["auto", "litert", "tflite-runtime", "tensorflow"] = "auto"
-    num_threads: int = 1
+    runtime: str = setting("auto", OneOf(RUNTIME_CHOICES))  # names owned by edge.runtimes
+    num_threads: int = setting(1, Range(ge=1))
     precision: Literal["int8", "float"] = "int8"
     preflight: bool = True
 
@@ -38,84 +143,103 @@ class ModelConfig:
 @dataclass
 class SourceConfig:
     kind: Literal["picamera2", "video", "images", "synthetic"] = "picamera2"
-    width: int = 320
-    height: int = 240
-    fps: float = 15.0
+    width: int = setting(320, Range(ge=16))
+    height: int = setting(240, Range(ge=16))
+    fps: float = setting(15.0, Range(gt=0))
     path: str = ""  # video file or image folder
     loop: bool = True
     pace: bool = True  # video/images: deliver at the source's own frame rate
-    snapshot_stream: bool = False  # picamera2: also configure a `main` stream for snapshots
-    main_width: int = 1280
-    main_height: int = 960
-    retry_initial_s: float = 0.5
-    retry_max_s: float = 30.0
-    capture_timeout_s: float = 2.0
+    main_width: int = setting(1280, Range(ge=16))
+    main_height: int = setting(960, Range(ge=16))
+    retry_initial_s: float = setting(0.5, Range(gt=0))
+    retry_max_s: float = setting(30.0, Range(gt=0))
+    capture_timeout_s: float = setting(2.0, Range(gt=0, hint="seconds to wait for a frame"))
+
+    def check(self) -> None:
+        _need(self.kind not in ("video", "images") or bool(self.path), "source.path",
+              f"must name a file or folder when source.kind = {self.kind!r}")
+        _need(self.retry_max_s >= self.retry_initial_s, "source.retry_max_s", "must be >= source.retry_initial_s")
 
 
 @dataclass
 class Zone:
-    x: int
-    y: int
-    width: int
-    height: int
+    x: int = setting(check=Range(ge=0))
+    y: int = setting(check=Range(ge=0))
+    width: int = setting(check=Range(gt=0))
+    height: int = setting(check=Range(gt=0))
     # true: classify this zone's crop (resized to the model window) instead of looking for
     # detected boxes inside it. Right for a fixed parking space seen at an angle.
     classify: bool = False
 
 
+# Image pyramid scales; `--scales` on the command line is checked with the same rule.
+SCALES_CHECK = Items(Range(ge=0.1, le=4.0), min_len=1)
+
+
 @dataclass
 class ProcessingConfig:
-    width: int = 320  # processing size the model's input is resized to, once, at start
-    height: int = 240
-    crop: list[int] = field(default_factory=list)  # [x, y, width, height] of the source frame
-    scales: list[float] = field(default_factory=lambda: [1.0])
-    threshold: float = -1.0  # < 0: use the manifest's default
-    nms_iou: float = 0.3
-    min_overlap: float = 0.5  # fraction of a box that must fall in a zone to count for it
+    # processing size the model's input is resized to, once, at start
+    width: int = setting(320, Range(ge=16))
+    height: int = setting(240, Range(ge=16))
+    # [x, y, width, height] of the source frame
+    crop: list[int] = setting(check=_rectangle_or_empty, factory=list)
+    scales: list[float] = setting(check=SCALES_CHECK, factory=lambda: [1.0])
+    threshold: float = setting(-1.0, Range(lt=1.0, hint="negative = the manifest's default"))
+    nms_iou: float = setting(0.3, Range(gt=0.0, le=1.0))
+    # fraction of a box that must fall in a zone to count for it
+    min_overlap: float = setting(0.5, Range(gt=0.0, le=1.0))
 
 
 @dataclass
 class DecideConfig:
-    frames_in: int = 3
-    frames_out: int = 5
+    frames_in: int = setting(3, Range(ge=1))
+    frames_out: int = setting(5, Range(ge=1))
 
 
 @dataclass
 class MotionConfig:
     enabled: bool = False
-    threshold: float = 2.0  # mean absolute grey-level change (0..255) that counts as motion
-    max_skip_s: float = 5.0  # run inference at least this often even without motion
+    # mean absolute grey-level change (0..255) that counts as motion
+    threshold: float = setting(2.0, Range(ge=0))
+    # run inference at least this often even without motion; <= 0 would silently force
+    # inference on every frame, i.e. turn the gate off.
+    max_skip_s: float = setting(5.0, Range(gt=0, hint="use motion.enabled = false to turn it off"))
 
 
 @dataclass
 class CaptureConfig:
     enabled: bool = False
     dir: str = "/var/lib/car-detector/capture"
-    every_s: float = 0.0  # 0: off
-    uncertain_low: float = 0.3
-    uncertain_high: float = 0.7
-    uncertain_min_interval_s: float = 10.0  # at most one "uncertain" frame per this many seconds
-    max_files: int = 10000
+    every_s: float = setting(0.0, Range(ge=0, hint="0 = off"))
+    uncertain_low: float = setting(0.3, Range(ge=0, le=1))
+    uncertain_high: float = setting(0.7, Range(ge=0, le=1))
+    # at most one "uncertain" frame per this many seconds
+    uncertain_min_interval_s: float = setting(10.0, Range(ge=0))
+    max_files: int = setting(10000, Range(ge=1, hint="use capture.enabled = false to turn it off"))
+
+    def check(self) -> None:
+        _need(self.uncertain_low <= self.uncertain_high, "capture.uncertain_low/high",
+              "must satisfy 0 <= low <= high <= 1")
 
 
 @dataclass
 class LatencyConfig:
-    log_every_s: float = 60.0
-    window: int = 2000
+    log_every_s: float = setting(60.0, Range(gt=0))
+    window: int = setting(2000, Range(ge=10))
 
 
 @dataclass
 class EventsConfig:
     path: str = "/var/lib/car-detector/events.jsonl"
-    max_bytes: int = 10_000_000
-    backups: int = 5
+    max_bytes: int = setting(10_000_000, Range(ge=1024))
+    backups: int = setting(5, Range(ge=0))
 
 
 @dataclass
 class MqttConfig:
     enabled: bool = False
     host: str = "127.0.0.1"
-    port: int = 1883
+    port: int = setting(1883, Range(ge=1, le=65535))
     username: str = ""
     password: str = ""
     client_id: str = "car-detector"
@@ -123,20 +247,46 @@ class MqttConfig:
     discovery: bool = True
     discovery_prefix: str = "homeassistant"
     queue_path: str = "/var/lib/car-detector/mqtt-queue.jsonl"
-    queue_max: int = 10000
-    keepalive_s: int = 30
+    queue_max: int = setting(10000, Range(ge=1))
+    # 0 disables MQTT keepalive: a silently dead broker connection would never be noticed.
+    keepalive_s: int = setting(30, Range(ge=1))
+
+
+def _long_secret(value: str, min_len: int) -> str | None:
+    """Empty (unset) or at least `min_len` characters; the message never repeats the secret."""
+    if not value or len(value) >= min_len:
+        return None
+    return f"must be at least {min_len} characters (e.g. `openssl rand -hex 16`), got {len(value)} characters"
 
 
 @dataclass
 class HttpConfig:
     enabled: bool = True
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: int = setting(8080, Range(ge=0, le=65535, hint="0 = any free port"))
+    # bearer token for every page but /healthz on a non-loopback host, and for writes on any
+    token: str = setting("", lambda t: _long_secret(t, 16), secret=True)
+
+    def check(self) -> None:
+        _need(is_loopback(self.host) or bool(self.token), "http.token",
+              f"must be set when http.host = {self.host!r} is not a loopback address: anyone on the "
+              "network could read the snapshot otherwise (or use http.host = \"127.0.0.1\")")
+
+
+def is_loopback(host: str) -> bool:
+    """True when `host` only accepts connections from this machine ("" means every interface)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name, or ""
+        return False
 
 
 @dataclass
 class WatchdogConfig:
-    frame_timeout_s: float = 10.0  # no frame for this long: stop feeding the watchdog, /healthz fails
+    # no frame for this long: stop feeding the watchdog, /healthz fails
+    frame_timeout_s: float = setting(10.0, Range(gt=0))
 
 
 @dataclass
@@ -159,6 +309,18 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     log: LogConfig = field(default_factory=LogConfig)
+
+    def check(self) -> None:
+        """Checks between sections: crop within the source frame, zones within the processing frame."""
+        src, p = self.source, self.processing
+        if p.crop:
+            x, y, w, h = p.crop
+            _need(x + w <= src.width and y + h <= src.height, "processing.crop",
+                  f"must lie inside the {src.width}x{src.height} source frame")
+        for name, z in self.zones.items():
+            _need(name != "frame", f"zones.{name}", "is reserved for the whole frame; pick another name")
+            _need(z.x + z.width <= p.width and z.y + z.height <= p.height, f"zones.{name}",
+                  f"must lie inside the {p.width}x{p.height} processing frame")
 
 
 def _describe(tp: Any) -> str:
@@ -206,6 +368,27 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover
 
 
+def _convert_field(f: dataclasses.Field, tp: Any, value: Any, key: str) -> Any:
+    """Type conversion, then the range/validator declared next to the field."""
+    if get_origin(tp) is dict:
+        _, vtp = get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"[{key}] must be a table, got {value!r}")
+        out = {k: _convert(v, vtp, f"{key}.{k}") for k, v in value.items()}
+    elif f.metadata.get("secret"):
+        try:
+            out = _convert(value, tp, key)
+        except ConfigError:
+            raise ConfigError(f"{key} must be {_describe(tp)}, got a TOML {type(value).__name__} "
+                              "(value not shown: it is a secret)") from None
+    else:
+        out = _convert(value, tp, key)
+    check = field_check(f)
+    if check is not None and (problem := check(out)) is not None:
+        raise ConfigError(f"{key} {problem}")
+    return out
+
+
 def _build(cls: type, data: Any, prefix: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"[{prefix}] must be a table of keys, got {data!r}")
@@ -224,83 +407,15 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise ConfigError(f"missing required key {key}")
             continue
-        tp = hints[f.name]
-        if get_origin(tp) is dict:
-            _, vtp = get_args(tp)
-            if not isinstance(data[f.name], dict):
-                raise ConfigError(f"[{key}] must be a table, got {data[f.name]!r}")
-            kwargs[f.name] = {
-                k: _convert(v, vtp, f"{key}.{k}") for k, v in data[f.name].items()
-            }
-        else:
-            kwargs[f.name] = _convert(data[f.name], tp, key)
-    return cls(**kwargs)
-
-
-def _check_ranges(cfg: Config) -> None:
-    """Values that parse but cannot work; each message says what would."""
-
-    def need(cond: bool, key: str, msg: str) -> None:
-        if not cond:
-            raise ConfigError(f"{key} {msg}")
-
-    need(cfg.model.num_threads >= 1, "model.num_threads", "must be >= 1")
-    need(cfg.source.width >= 16 and cfg.source.height >= 16, "source.width/height", "must be >= 16")
-    need(cfg.source.fps > 0, "source.fps", "must be > 0")
-    need(
-        cfg.source.kind not in ("video", "images") or bool(cfg.source.path),
-        "source.path",
-        f"must name a file or folder when source.kind = {cfg.source.kind!r}",
-    )
-    need(cfg.source.retry_initial_s > 0, "source.retry_initial_s", "must be > 0")
-    need(cfg.source.retry_max_s >= cfg.source.retry_initial_s, "source.retry_max_s",
-         "must be >= source.retry_initial_s")
-    need(cfg.source.capture_timeout_s > 0, "source.capture_timeout_s", "must be > 0 (seconds to wait for a frame)")
-    p = cfg.processing
-    need(p.width >= 16 and p.height >= 16, "processing.width/height", "must be >= 16")
-    need(len(p.crop) in (0, 4), "processing.crop", "must be [] or [x, y, width, height]")
-    if p.crop:
-        x, y, w, h = p.crop
-        need(x >= 0 and y >= 0 and w > 0 and h > 0, "processing.crop", "needs x,y >= 0 and width,height > 0")
-        need(x + w <= cfg.source.width and y + h <= cfg.source.height, "processing.crop",
-             f"must lie inside the {cfg.source.width}x{cfg.source.height} source frame")
-    need(len(p.scales) >= 1 and all(0.1 <= s <= 4.0 for s in p.scales), "processing.scales",
-         "must be a non-empty list of numbers between 0.1 and 4.0")
-    need(p.threshold < 1.0, "processing.threshold", "must be < 1 (negative = manifest default)")
-    need(0.0 < p.nms_iou <= 1.0, "processing.nms_iou", "must be in (0, 1]")
-    need(0.0 < p.min_overlap <= 1.0, "processing.min_overlap", "must be in (0, 1]")
-    for name, z in cfg.zones.items():
-        need(name != "frame", f"zones.{name}", "is reserved for the whole frame; pick another name")
-        need(z.width > 0 and z.height > 0 and z.x >= 0 and z.y >= 0, f"zones.{name}",
-             "needs x,y >= 0 and width,height > 0")
-        need(z.x + z.width <= p.width and z.y + z.height <= p.height, f"zones.{name}",
-             f"must lie inside the {p.width}x{p.height} processing frame")
-    need(cfg.decide.frames_in >= 1, "decide.frames_in", "must be >= 1")
-    need(cfg.decide.frames_out >= 1, "decide.frames_out", "must be >= 1")
-    need(cfg.motion.threshold >= 0, "motion.threshold", "must be >= 0")
-    # <= 0 would silently force inference on every frame, i.e. turn the gate off.
-    need(cfg.motion.max_skip_s > 0, "motion.max_skip_s", "must be > 0 (use motion.enabled = false to turn it off)")
-    need(cfg.capture.every_s >= 0, "capture.every_s", "must be >= 0")
-    need(cfg.capture.uncertain_min_interval_s >= 0, "capture.uncertain_min_interval_s", "must be >= 0")
-    need(0 <= cfg.capture.uncertain_low <= cfg.capture.uncertain_high <= 1, "capture.uncertain_low/high",
-         "must satisfy 0 <= low <= high <= 1")
-    need(cfg.capture.max_files >= 1, "capture.max_files", "must be >= 1 (use capture.enabled = false to turn it off)")
-    need(cfg.latency.log_every_s > 0, "latency.log_every_s", "must be > 0")
-    need(cfg.latency.window >= 10, "latency.window", "must be >= 10")
-    need(cfg.events.max_bytes >= 1024, "events.max_bytes", "must be >= 1024")
-    need(cfg.events.backups >= 0, "events.backups", "must be >= 0")
-    need(0 < cfg.mqtt.port < 65536, "mqtt.port", "must be 1..65535")
-    need(cfg.mqtt.queue_max >= 1, "mqtt.queue_max", "must be >= 1")
-    # 0 disables MQTT keepalive: a silently dead broker connection would never be noticed.
-    need(cfg.mqtt.keepalive_s >= 1, "mqtt.keepalive_s", "must be >= 1")
-    need(0 <= cfg.http.port < 65536, "http.port", "must be 0..65535 (0 = any free port)")
-    need(cfg.watchdog.frame_timeout_s > 0, "watchdog.frame_timeout_s", "must be > 0")
+        kwargs[f.name] = _convert_field(f, hints[f.name], data[f.name], key)
+    obj = cls(**kwargs)
+    if callable(getattr(obj, "check", None)):
+        obj.check()
+    return obj
 
 
 def parse_config(data: dict[str, Any]) -> Config:
-    cfg = _build(Config, data, "")
-    _check_ranges(cfg)
-    return cfg
+    return _build(Config, data, "")
 
 
 def load_config(path: str | Path) -> Config:

@@ -26,7 +26,7 @@ from edge.pipeline import Pipeline, build_decider, build_detector
 from edge.platform import PlatformProbe
 from edge.preflight import run_preflight
 from edge.publish import build_publishers
-from edge.publish.base import Publisher
+from edge.publish.base import STATS_FPS_KEY, STATS_LATENCY_P95_KEY, Publisher
 from edge.sdnotify import Notifier
 from edge.sources import make_retrying_source
 from edge.sources.base import FrameSource, SourceExhausted
@@ -103,7 +103,8 @@ class Daemon:
         log.info("model loaded", extra={"runtime": detector.runtime, "model": cfg.model.path,
                                         "threads": cfg.model.num_threads, "precision": cfg.model.precision,
                                         "threshold": detector.threshold})
-        self.publisher: Publisher = build_publishers(cfg, ["frame", *cfg.zones])
+        self.publisher: Publisher = build_publishers(cfg, ["frame", *cfg.zones],
+                                                     on_queue_depth=self.metrics.set_mqtt_queue_depth)
         self.pipeline = Pipeline(cfg, detector, build_decider(cfg), self.publisher, self.metrics, self.stats)
 
     # --- signals ---------------------------------------------------------------
@@ -146,7 +147,8 @@ class Daemon:
             decider: Decider = build_decider(new_cfg)
             publisher = self.publisher
             if (new_cfg.events, new_cfg.mqtt, new_cfg.zones) != (self.cfg.events, self.cfg.mqtt, self.cfg.zones):
-                publisher = build_publishers(new_cfg, ["frame", *new_cfg.zones])
+                publisher = build_publishers(new_cfg, ["frame", *new_cfg.zones],
+                                             on_queue_depth=self.metrics.set_mqtt_queue_depth)
             source = None
             if new_cfg.source != self.cfg.source:
                 source = make_retrying_source(new_cfg.source, self.stop_event)
@@ -157,7 +159,10 @@ class Daemon:
             self.notifier.ready(status=f"reload failed: {exc}"[:200])
             return False
         old_pub = self.publisher if publisher is not self.publisher else None
+        # Presence survives the reload; zones it removed while occupied get their car_left.
+        removed_left = decider.carry_over(self.pipeline.decider, time.time())
         self.pipeline = Pipeline(new_cfg, detector, decider, publisher, self.metrics, self.stats)
+        self.pipeline.publish_events(removed_left)
         self.publisher = publisher
         if old_pub is not None:
             old_pub.close()
@@ -179,13 +184,13 @@ class Daemon:
         summary = self.stats.summary()
         src_errors = getattr(self.source, "errors", 0)
         line: dict[str, Any] = {
-            "fps": round(fps, 2),
+            STATS_FPS_KEY: round(fps, 2),
             "frames": self.stats.frames,
             "skipped": self.stats.skipped,
             "dropped": self.stats.dropped,
             "camera_errors": src_errors,
             "stages_ms": summary,
-            "latency_p95_ms": summary.get("total", {}).get("p95"),
+            STATS_LATENCY_P95_KEY: summary.get("total", {}).get("p95"),
             "frame_age_p95_ms": summary.get("frame_age", {}).get("p95"),
             "presence": self.pipeline.decider.presence(),
         }
@@ -197,7 +202,7 @@ class Daemon:
             self.metrics.set_throttled(line["throttled"])
         log.info("latency", extra={"latency": line})
         self.publisher.publish_stats(line)
-        p95 = line["latency_p95_ms"]
+        p95 = line[STATS_LATENCY_P95_KEY]
         self.notifier.status(f"{fps:.1f} fps, p95 {p95 if p95 is not None else '-'} ms, frames {self.stats.frames}")
         return line
 
@@ -271,8 +276,7 @@ class Daemon:
             log.exception("final latency summary failed")
         if self.source is not None:
             self.source.close()
-        self.publisher.flush(timeout_s=1.0)
-        self.publisher.close()
+        self.publisher.close()  # flushes within CLOSE_TIMEOUT_S: a hung broker cannot stall SIGTERM
         if self.http is not None:
             self.http.stop()
         log.info("stopped", extra={"frames": self.frames, "shutdown_s": round(time.monotonic() - t0, 3)})

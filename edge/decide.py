@@ -6,7 +6,7 @@ A single noisy frame must not make a car arrive or leave: a zone turns present a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from edge.events import ARRIVED, LEFT, Box, Event
 
@@ -38,6 +38,7 @@ class Decider:
     frames_out: int = 5
     min_overlap: float = 0.5
     states: dict[str, ZoneState] = field(default_factory=dict)
+    last_frame_id: int = field(default=-1, init=False)  # of the latest update, for events outside one
 
     def __post_init__(self) -> None:
         for name in [FRAME_ZONE, *self.zones]:
@@ -59,6 +60,7 @@ class Decider:
         a Box (the zone rectangle with the crop's score) when a car is there, else None.
         """
         events = []
+        self.last_frame_id = frame_id
         for name, st in self.states.items():
             if zone_hits is not None and name in zone_hits:
                 best = zone_hits[name]
@@ -81,6 +83,23 @@ class Decider:
                 dwell = None if st.since is None else wall_time - st.since
                 events.append(Event(LEFT, name, wall_time, frame_id, st.score, st.box, dwell))
                 st.since, st.box = None, None
+        return events
+
+    def carry_over(self, old: Decider, wall_time: float) -> list[Event]:
+        """Take over `old`'s per-zone state on a reload; returns `car_left` for removed zones.
+
+        A reload is not a restart for the people watching: a zone that keeps its name keeps
+        its car (no second `car_arrived`), and a zone that disappears while occupied must say
+        so, or its retained MQTT state and `zone_present` gauge would stay ON forever.
+        """
+        events = []
+        self.last_frame_id = old.last_frame_id
+        for name, st in old.states.items():
+            if name in self.states:
+                self.states[name] = replace(st)
+            elif st.present:
+                dwell = None if st.since is None else wall_time - st.since
+                events.append(Event(LEFT, name, wall_time, old.last_frame_id, st.score, st.box, dwell))
         return events
 
     def presence(self) -> dict[str, bool]:

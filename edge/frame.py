@@ -20,7 +20,9 @@ class Frame:
     timestamp_ns: int
     frame_id: int
     wall_time: float = field(default_factory=time.time)  # epoch seconds, for events/logs
-    capture_wait_s: float = 0.0  # time the pipeline blocked waiting for this frame
+    # Time the reader blocked for this frame, back-offs included: set by the one reader that
+    # sees the whole wait (the daemon, around RetryingSource.read), never by the sources.
+    capture_wait_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.image.dtype != np.uint8 or self.image.ndim != 2:

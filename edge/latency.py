@@ -6,14 +6,18 @@ from collections import deque
 
 import numpy as np
 
-STAGES = ("capture_wait", "preprocess", "infer", "decode_decide", "publish", "total", "frame_age")
+# The timed stages of one frame (edge/pipeline.py); /metrics has one histogram series per stage.
+STAGES = ("capture_wait", "preprocess", "infer", "decode_decide", "publish", "total")
+# Sensor timestamp to decision; not a stage of the loop, but summarised with them in the latency line.
+FRAME_AGE = "frame_age"
+TRACKED = (*STAGES, FRAME_AGE)
 
 
 class RollingStats:
     """Last `window` samples per stage; percentiles on demand (cheap: called every N seconds)."""
 
     def __init__(self, window: int = 2000) -> None:
-        self.samples: dict[str, deque[float]] = {s: deque(maxlen=window) for s in STAGES}
+        self.samples: dict[str, deque[float]] = {s: deque(maxlen=window) for s in TRACKED}
         self.frames = 0
         self.skipped = 0
         self.dropped = 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-STAGES = ("capture_wait", "preprocess", "infer", "decode_decide", "publish", "total")
+from edge.latency import STAGES
 
 # Per-stage latencies on a Pi are a fraction of a millisecond (decode) up to a few hundred
 # milliseconds (a cold int8 inference); a camera stall shows up in the top buckets.

@@ -17,9 +17,9 @@ from edge.capture import FrameCapture
 from edge.config import Config
 from edge.decide import Decider
 from edge.detector import Detector
-from edge.events import Box, Event
+from edge.events import ARRIVED, Box, Event
 from edge.frame import Frame
-from edge.latency import RollingStats
+from edge.latency import FRAME_AGE, RollingStats
 from edge.metrics import Metrics
 from edge.model import ScoreMapModel
 from edge.motion import MotionGate
@@ -127,25 +127,25 @@ class Pipeline:
 
         if inputs is not None:
             maps = self.detector.infer(inputs)
+            if self.zone_classifier is not None:  # classify zones from their crops, on the same frames
+                self._last_zone_hits = self.zone_classifier.classify(image)
             t2 = time.perf_counter()
             self._stage("infer", t2 - t1, res)
             boxes = self.detector.decode(maps)
             self._last_boxes, self._last_top = boxes, maps.top_score
-        else:  # motion gate: nothing changed, the previous decision stands
+        else:  # motion gate: nothing changed, the previous decision (boxes and zone hits) stands
             res.inferred = False
             t2 = t1
             boxes = self._last_boxes
             self.stats.skipped += 1
             if self.metrics is not None:
                 self.metrics.inc_skipped()
-            if self.zone_classifier is not None:
-                self._last_zone_hits = self.zone_classifier.classify(image)
         res.boxes, res.top_score = boxes, self._last_top
         res.events = self.decider.update(boxes, frame.wall_time, frame.frame_id, self._last_zone_hits)
         t3 = time.perf_counter()
         self._stage("decode_decide", t3 - t2, res)
 
-        self._publish(res)
+        self.publish_events(res.events)
         if inputs is not None and self.capture.cfg.enabled:  # no per-frame presence dict otherwise
             self.capture.maybe_save(image, frame.frame_id, frame.wall_time, res.top_score, boxes,
                                     self.decider.presence())
@@ -153,7 +153,7 @@ class Pipeline:
         self._stage("publish", t4 - t3, res)
         self._stage("total", t4 - t_start, res)
         res.frame_age_s = max(0.0, (time.monotonic_ns() - frame.timestamp_ns) / 1e9)
-        self.stats.add("frame_age", res.frame_age_s)
+        self.stats.add(FRAME_AGE, res.frame_age_s)
         self.stats.frames += 1
         if self.metrics is not None:
             self.metrics.observe_frame_age(res.frame_age_s)
@@ -162,15 +162,16 @@ class Pipeline:
             self.latest = (image, boxes)
         return res
 
-    def _publish(self, res: FrameResult) -> None:
-        for ev in res.events:
+    def publish_events(self, events: list[Event]) -> None:
+        """Events, then the zone state they imply (a removed zone's `car_left` has no decider state)."""
+        for ev in events:
             log.info("event", extra={"event": ev.to_dict()})
             self.publisher.publish_event(ev)
-            st = self.decider.states[ev.zone]
-            self.publisher.publish_state(ev.zone, st.present, ev.score)
+            present = ev.kind == ARRIVED
+            self.publisher.publish_state(ev.zone, present, ev.score)
             if self.metrics is not None:
                 self.metrics.inc_event(ev.kind)
-                self.metrics.set_zone_present(ev.zone, st.present)
+                self.metrics.set_zone_present(ev.zone, present)
 
     def snapshot_frame(self) -> tuple[np.ndarray, list[Box]] | None:
         with self._lock:

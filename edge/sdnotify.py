@@ -34,8 +34,6 @@ class Notifier:
         raw = env.get("NOTIFY_SOCKET", "")
         self._address: str | bytes | None = _address(raw) if raw else None
         self._raw_address = raw
-        self._watchdog_usec = env.get("WATCHDOG_USEC", "")
-        self._watchdog_pid = env.get("WATCHDOG_PID", "")
         self._sock: socket.socket | None = None
         self._lock = threading.Lock()
         self._failed_once = False
@@ -70,6 +68,8 @@ class Notifier:
         return self.notify("READY=1" + (f"\nSTATUS={_one_line(status)}" if status else ""))
 
     def watchdog(self) -> bool:
+        """Sent after every completed frame (progress, not a timer): at any fps above
+        2/WatchdogSec that is already more often than systemd asks, so no interval is kept."""
         return self.notify("WATCHDOG=1")
 
     def status(self, text: str) -> bool:
@@ -82,29 +82,6 @@ class Notifier:
         """Type=notify-reload (systemd 253+) needs the monotonic timestamp of the reload."""
         usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         return self.notify(f"RELOADING=1\nMONOTONIC_USEC={usec}")
-
-    def watchdog_interval_s(self) -> float | None:
-        """WatchdogSec= as seconds, or None when no watchdog applies to this process.
-
-        Feed it at half this interval, as sd_watchdog_enabled(3) recommends.
-        """
-        if not self._watchdog_usec:
-            return None
-        try:
-            usec = int(self._watchdog_usec)
-        except ValueError:
-            log.warning("ignoring WATCHDOG_USEC=%r: not an integer", self._watchdog_usec)
-            return None
-        if usec <= 0:
-            return None
-        if self._watchdog_pid:
-            try:
-                if int(self._watchdog_pid) != os.getpid():
-                    return None  # meant for another process (e.g. our parent)
-            except ValueError:
-                log.warning("ignoring WATCHDOG_PID=%r: not an integer", self._watchdog_pid)
-                return None
-        return usec / 1_000_000
 
     def close(self) -> None:
         with self._lock:

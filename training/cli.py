@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+from edge.argparsing import RUNTIME_CHOICES, Parser, add_version, positive_int, probability
+
 # TensorFlow's C++ logging (CUDA probing, oneDNN notices) is noise for a user on a laptop;
 # `--verbose` brings it back. Must be set before TensorFlow is imported.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -30,16 +32,6 @@ def _classes(text: str) -> dict[str, str]:
 
 def _names(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
-
-
-def _threshold(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < v < 1:
-        raise argparse.ArgumentTypeError(f"{v} is outside 0..1 (a calibrated score)")
-    return v
 
 
 def _user_sources(args: argparse.Namespace) -> list:
@@ -192,20 +184,18 @@ def _eval_yolo(args, model, thr: float) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-    p = argparse.ArgumentParser(prog="python -m training", description=__doc__, formatter_class=fmt, allow_abbrev=False)
-    sub = p.add_subparsers(dest="cmd", required=True)
+    p = Parser(prog="python -m training", description=__doc__)
+    add_version(p)
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
-    d = sub.add_parser("data", help="link/copy every dataset of the mix into data/ (mirror first) and check it",
-                       formatter_class=fmt, allow_abbrev=False)
+    d = sub.add_parser("data", help="link/copy every dataset of the mix into data/ (mirror first) and check it")
     d.add_argument("--dest", default="data", help="data root that the mix spec's paths are relative to")
     d.add_argument("--mirror", default=DEFAULT_MIRROR, help="folder holding CarData/, drone-madison/, ...")
     d.add_argument("--spec", default=None, help="dataset mix TOML (default: training/mix.toml)")
     d.add_argument("--verbose", action="store_true", help="show TensorFlow's C++ log and debug logging")
     d.set_defaults(fn=cmd_data)
 
-    t = sub.add_parser("train", help="train, convert, evaluate, write artifacts", formatter_class=fmt,
-                       allow_abbrev=False)
+    t = sub.add_parser("train", help="train, convert, evaluate, write artifacts")
     t.add_argument("--spec", default=str(Path(__file__).with_name("mix.toml")), help="dataset mix TOML")
     t.add_argument("--data-root", default="data", help="the mix's relative paths start here")
     t.add_argument("--cache", default="data/cache", help="cache of decoded pictures ('' = none)")
@@ -220,15 +210,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--only-user", action="store_true", help="train on --yolo/--folder alone, without the default mix")
     t.add_argument("--artifacts", default="artifacts", help="where runs and the latest link live")
     t.add_argument("--run-name", default="", help="run directory name (default run-YYYYMMDD-HHMMSS)")
-    t.add_argument("--epochs", type=int, default=30, help="training epochs (early stopping may end sooner)")
-    t.add_argument("--per-epoch", type=int, default=1280, help="training pictures drawn per epoch")
+    t.add_argument("--epochs", type=positive_int, default=30, help="training epochs (early stopping may end sooner)")
+    t.add_argument("--per-epoch", type=positive_int, default=1280, help="training pictures drawn per epoch")
     t.add_argument("--size", type=int, default=256, choices=[128, 160, 192, 224, 256, 288, 320],
                    help="training canvas side (px)")
-    t.add_argument("--batch-size", type=int, default=32, help="batch size")
-    t.add_argument("--patience", type=int, default=8, help="early stopping patience (epochs)")
-    t.add_argument("--dense-epochs", type=int, default=30, help="epochs of the dense baseline")
+    t.add_argument("--batch-size", type=positive_int, default=32, help="batch size")
+    t.add_argument("--patience", type=positive_int, default=8, help="early stopping patience (epochs)")
+    t.add_argument("--dense-epochs", type=positive_int, default=30, help="epochs of the dense baseline")
     t.add_argument("--seed", type=int, default=1234, help="random seed (same seed, same model)")
-    t.add_argument("--calibration-samples", type=int, default=200, help="pictures for int8 calibration")
+    t.add_argument("--calibration-samples", type=positive_int, default=200, help="pictures for int8 calibration")
     t.add_argument("--gate-points", type=float, default=1.0, help="max int8-vs-float loss (points) on any dataset")
     t.add_argument("--regress-points", type=float, default=1.0,
                    help="max AP50 loss (points) vs the current latest before latest stays put")
@@ -239,8 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--verbose", action="store_true", help="show TensorFlow's C++ log and debug logging")
     t.set_defaults(fn=cmd_train)
 
-    e = sub.add_parser("evaluate", help="score a trained model on UIUC scenes, a class folder or a YOLO folder",
-                       formatter_class=fmt, allow_abbrev=False)
+    e = sub.add_parser("evaluate", help="score a trained model on UIUC scenes, a class folder or a YOLO folder")
     e.add_argument("--model", required=True, help="model directory (with manifest.json)")
     e.add_argument("--scenes", help="UIUC TestImages folder")
     e.add_argument("--truth", help="UIUC truth: trueLocations.txt (n: (i,j)) or the multi-scale (i,j,w) format")
@@ -249,10 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--yolo", help="YOLO-format folder: COCO AP, AP50, precision/recall")
     e.add_argument("--car-classes", type=_names, default=["car"], help="--yolo: car class names or numbers")
     e.add_argument("--ignore-classes", type=_names, default=[], help="--yolo: ignore-region classes")
-    e.add_argument("--max-side", type=int, default=320, help="pictures are scaled down to this longer side")
+    e.add_argument("--max-side", type=positive_int, default=320, help="pictures are scaled down to this longer side")
     e.add_argument("--precision", choices=["int8", "float"], default="int8", help="which model file")
-    e.add_argument("--runtime", default="auto", help="TFLite runtime (auto, litert, tflite-runtime, tensorflow)")
-    e.add_argument("--threshold", type=_threshold, default=None, help="score threshold (default: the manifest's)")
+    e.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto", help="TFLite runtime")
+    e.add_argument("--threshold", type=probability, default=None, help="score threshold (default: the manifest's)")
     e.add_argument("--json", help="also write the figures to this file")
     e.add_argument("--verbose", action="store_true", help="show TensorFlow's C++ log and debug logging")
     e.set_defaults(fn=cmd_evaluate)

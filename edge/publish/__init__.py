@@ -7,12 +7,14 @@ not need paho-mqtt installed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge.events import Event
-from edge.publish.base import Publisher
+from edge.files import make_dirs
+from edge.publish.base import CLOSE_TIMEOUT_S, Publisher
 
 if TYPE_CHECKING:  # pragma: no cover
     from edge.config import Config
@@ -32,9 +34,10 @@ def prepare_file_path(path: Path, what: str, key: str, example: str) -> None:
     """Create the parent folder of a file a publisher appends to, or say what is wrong.
 
     `what` names the file for people ("events file"), `key` the config key to fix.
+    Folders it creates are 0750 whatever the umask (see edge.files).
     """
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent)
     except OSError as exc:
         raise PublishSetupError(
             f"{what} {path} (config key {key}): cannot create directory {path.parent}: "
@@ -70,12 +73,22 @@ class MultiPublisher(Publisher):
     def flush(self, timeout_s: float = 1.0) -> None:
         self._each("flush", timeout_s)
 
-    def close(self) -> None:
-        self._each("close")
+    def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """One deadline for all: each publisher gets what the previous ones left over."""
+        deadline = time.monotonic() + timeout_s
+        for pub in self.publishers:
+            try:
+                pub.close(max(0.0, deadline - time.monotonic()))
+            except Exception:
+                log.exception("%s.close failed", type(pub).__name__)
 
 
-def build_publishers(cfg: Config, zones: list[str]) -> MultiPublisher:
-    """The publishers the config asks for: the events file always, MQTT when enabled."""
+def build_publishers(cfg: Config, zones: list[str],
+                     on_queue_depth: Callable[[int], None] | None = None) -> MultiPublisher:
+    """The publishers the config asks for: the events file always, MQTT when enabled.
+
+    on_queue_depth: told the number of events waiting for the broker whenever it changes.
+    """
     from edge.publish.events_file import EventsFilePublisher
 
     pubs: list[Publisher] = [EventsFilePublisher(cfg.events)]
@@ -83,7 +96,7 @@ def build_publishers(cfg: Config, zones: list[str]) -> MultiPublisher:
         from edge.publish.mqtt import MqttPublisher
 
         try:
-            pubs.append(MqttPublisher(cfg.mqtt, zones))
+            pubs.append(MqttPublisher(cfg.mqtt, zones, on_queue_depth=on_queue_depth))
         except BaseException:
             pubs[0].close()
             raise

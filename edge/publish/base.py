@@ -7,6 +7,15 @@ from typing import Any
 
 from edge.events import Event
 
+# Keys of the stats dict handed to publish_stats that consumers read by name (the Home
+# Assistant sensors' value templates). The daemon writes them, ha_discovery reads them.
+STATS_FPS_KEY = "fps"
+STATS_LATENCY_P95_KEY = "latency_p95_ms"
+
+# What close() may take by default: the publishers' share of the daemon's SIGTERM shutdown,
+# which must fit 2 s even when the broker hangs (the rest: final stats, source, HTTP).
+CLOSE_TIMEOUT_S = 1.0
+
 
 class Publisher(abc.ABC):
     """Receives events and state; must never block the frame loop for long or raise on a
@@ -25,5 +34,7 @@ class Publisher(abc.ABC):
     def flush(self, timeout_s: float = 1.0) -> None:  # noqa: B027
         """Push out anything queued, waiting at most timeout_s."""
 
-    def close(self) -> None:  # noqa: B027
-        """Flush and release resources; safe to call twice."""
+    def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:  # noqa: B027
+        """Flush what timeout_s allows, release resources; safe to call twice.
+
+        Bounded because it runs inside the SIGTERM shutdown, which systemd times."""

@@ -16,8 +16,9 @@ from typing import IO
 
 from edge.config import EventsConfig
 from edge.events import Event
+from edge.files import open_append
 from edge.publish import PublishSetupError, prepare_file_path
-from edge.publish.base import Publisher
+from edge.publish.base import CLOSE_TIMEOUT_S, Publisher
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class EventsFilePublisher(Publisher):
         """Open for append (never truncates), creating the parent directory."""
         prepare_file_path(self.path, "events file", "events.path", "/var/lib/car-detector/events.jsonl")
         try:
-            return open(self.path, "ab")  # noqa: SIM115 - lives as long as the publisher
+            return open_append(self.path)  # lives as long as the publisher; 0640 when new
         except OSError as exc:
             raise self._setup_error("open it for appending", exc) from None
 
@@ -78,7 +79,7 @@ class EventsFilePublisher(Publisher):
                 os.replace(src, self.path.with_name(f"{self.path.name}.{i + 1}"))
         os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
         _fsync_dir(self.path.parent)
-        self._file = open(self.path, "ab")  # noqa: SIM115
+        self._file = open_append(self.path)
 
     def publish_event(self, event: Event) -> None:
         line = (json.dumps(event.to_dict(), separators=(",", ":")) + "\n").encode("utf-8")
@@ -87,7 +88,7 @@ class EventsFilePublisher(Publisher):
                 raise RuntimeError(f"events file {self.path} is closed; publish_event after close()")
             try:
                 if self._file is None:  # an earlier rotation failed half way
-                    self._file = open(self.path, "ab")  # noqa: SIM115
+                    self._file = open_append(self.path)
                 size = self._file.tell()
                 if self.backups > 0 and size > 0 and size + len(line) > self.max_bytes:
                     self._rotate()
@@ -109,7 +110,8 @@ class EventsFilePublisher(Publisher):
     def flush(self, timeout_s: float = 1.0) -> None:
         """Nothing to do: every event is already on disk when publish_event returns."""
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Nothing to wait for (see flush); timeout_s is the Publisher contract."""
         with self._lock:
             self._closed = True
             if self._file is not None:

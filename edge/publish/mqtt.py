@@ -1,5 +1,8 @@
 """MQTT publisher: events at least once and in order, retained presence, HA discovery.
 
+The durable queue lives in mqtt_queue.py, topic names and discovery documents in
+ha_discovery.py; this module is the sender: connection, ordering, acknowledgements.
+
 Delivery model
 --------------
 Every event is first appended (and fsync'd) to an on-disk queue (mqtt.queue_path), so a
@@ -24,227 +27,26 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
-import re
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge import __version__
 from edge.config import MqttConfig
 from edge.events import Event
-from edge.publish import PublishSetupError, prepare_file_path
-from edge.publish.base import Publisher
+from edge.publish.base import CLOSE_TIMEOUT_S, Publisher
+from edge.publish.ha_discovery import OFF, OFFLINE, ON, ONLINE, Topics, discovery_messages
+from edge.publish.mqtt_queue import DiskQueue, QueuedEvent
 
 log = logging.getLogger(__name__)
 
 WINDOW = 100  # events handed to paho but not yet acknowledged
-ONLINE, OFFLINE = "online", "offline"
-ON, OFF = "ON", "OFF"
-# Keys of the stats dict that the Home Assistant sensors read (see publish_stats).
-STATS_LATENCY_P95_KEY = "latency_p95_ms"
-STATS_FPS_KEY = "fps"
-
-_SLUG = re.compile(r"[^A-Za-z0-9_-]+")
-
-
-def slug(name: str) -> str:
-    """A topic level / HA object id: no '/', '+', '#', spaces."""
-    s = _SLUG.sub("_", name).strip("_")
-    if not s:
-        raise ValueError(f"name {name!r} has no letters or digits to build an MQTT topic from")
-    return s
-
-
-# --------------------------------------------------------------------------- disk queue
-
-
-@dataclass(eq=False)
-class _Item:
-    seq: int
-    msg: Any  # the JSON-able event dict
-    handed: bool = False  # given to paho (paho re-sends it on reconnect by itself)
-    done: bool = False
-
-    def payload(self) -> bytes:
-        return json.dumps(self.msg).encode("utf-8")
-
-
-@dataclass
-class _DiskQueue:
-    """Pending events, in order, mirrored to a JSON-lines log.
-
-    Lines are {"seq": n, "msg": {...}} when an event is queued and {"done": n} when it was
-    acknowledged or dropped; the file is compacted when done lines outnumber pending ones,
-    so a long outage costs O(n) disk writes, not O(n^2).
-    """
-
-    path: Path
-    max_items: int
-    items: dict[int, _Item] = field(default_factory=dict)
-    unhanded: deque[_Item] = field(default_factory=deque)
-    next_seq: int = 0
-    _file: IO[bytes] | None = None
-    _done_lines: int = 0
-    _disk_ok: bool = True
-
-    def open(self) -> list[_Item]:
-        """Load the backlog a previous run left; returns the items dropped by max_items."""
-        prepare_file_path(self.path, "MQTT queue file", "mqtt.queue_path", "/var/lib/car-detector/mqtt-queue.jsonl")
-        bad = self._load()
-        if bad:
-            log.warning("MQTT queue %s: skipped %d unreadable line(s) (torn write?)", self.path, bad)
-        dropped = self._enforce_bound()
-        try:
-            self._rewrite()
-        except OSError as exc:
-            raise self._setup_error("write it", exc) from None
-        if self.items:
-            log.info("MQTT queue %s: %d event(s) from a previous run will be re-sent", self.path, len(self.items))
-        return dropped
-
-    def _setup_error(self, what: str, exc: OSError) -> PublishSetupError:
-        return PublishSetupError(
-            f"MQTT queue file {self.path} (config key mqtt.queue_path): cannot {what}: "
-            f"{exc.strerror or exc}; point mqtt.queue_path at a writable location"
-        )
-
-    def _load(self) -> int:
-        bad = 0
-        try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
-            return 0
-        except OSError as exc:
-            raise self._setup_error("read it", exc) from None
-        for line in raw.splitlines():
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                if "seq" in rec:
-                    seq = int(rec["seq"])
-                    self.items[seq] = _Item(seq, rec["msg"])
-                else:
-                    seq = int(rec["done"])
-                    self.items.pop(seq, None)
-            except (ValueError, KeyError, TypeError):
-                bad += 1
-                continue
-            self.next_seq = max(self.next_seq, seq + 1)
-        self.items = dict(sorted(self.items.items()))
-        self.unhanded = deque(self.items.values())
-        return bad
-
-    def _enforce_bound(self) -> list[_Item]:
-        dropped = []
-        while len(self.items) > self.max_items:
-            oldest = self.items.pop(next(iter(self.items)))
-            if self.unhanded and self.unhanded[0] is oldest:
-                self.unhanded.popleft()
-            oldest.done = True
-            dropped.append(oldest)
-        return dropped
-
-    def _write(self, rec: dict[str, Any], sync: bool) -> None:
-        """Append one record; a failing disk degrades to memory-only, loudly, once."""
-        try:
-            if self._file is None:
-                self._file = open(self.path, "ab")  # noqa: SIM115
-            self._file.write((json.dumps(rec, separators=(",", ":")) + "\n").encode("utf-8"))
-            self._file.flush()
-            if sync:
-                os.fsync(self._file.fileno())
-        except OSError as exc:
-            if self._disk_ok:
-                log.error("MQTT queue %s: cannot write (%s); events are kept in memory only "
-                          "until it works again (mqtt.queue_path)", self.path, exc)
-            self._disk_ok = False
-            return
-        if not self._disk_ok:
-            log.warning("MQTT queue %s: writing works again", self.path)
-            self._disk_ok = True
-
-    def _rewrite(self) -> None:
-        """Replace the file by just the pending items (atomic: tmp + rename)."""
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            for item in self.items.values():
-                f.write((json.dumps({"seq": item.seq, "msg": item.msg}, separators=(",", ":")) + "\n").encode())
-            f.flush()
-            os.fsync(f.fileno())
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        os.replace(tmp, self.path)
-        self._file = open(self.path, "ab")  # noqa: SIM115
-        self._done_lines = 0
-
-    def append(self, msg: Any) -> list[_Item]:
-        """Queue one event; returns the oldest items dropped to stay within max_items."""
-        item = _Item(self.next_seq, msg)
-        self.next_seq += 1
-        self.items[item.seq] = item
-        self.unhanded.append(item)
-        self._write({"seq": item.seq, "msg": msg}, sync=True)
-        dropped = self._enforce_bound()
-        for d in dropped:
-            self._write({"done": d.seq}, sync=False)
-        self._done_lines += len(dropped)
-        self._maybe_compact()
-        return dropped
-
-    def take(self, limit: int) -> list[_Item]:
-        """The next not-yet-handed items, oldest first, keeping at most `limit` in flight."""
-        room = limit - (len(self.items) - len(self.unhanded))
-        out = []
-        while room > 0 and self.unhanded:
-            item = self.unhanded.popleft()
-            item.handed = True
-            out.append(item)
-            room -= 1
-        return out
-
-    def done(self, item: _Item) -> None:
-        """Acknowledged: forget it (a no-op if it was already dropped)."""
-        if item.done:
-            return
-        item.done = True
-        if self.items.pop(item.seq, None) is None:
-            return
-        self._write({"done": item.seq}, sync=False)
-        self._done_lines += 1
-        self._maybe_compact()
-
-    def _maybe_compact(self) -> None:
-        if self._done_lines == 0 or not self._disk_ok:
-            return
-        if not self.items or self._done_lines > max(256, len(self.items)):
-            try:
-                self._rewrite()
-            except OSError as exc:
-                log.error("MQTT queue %s: compaction failed: %s", self.path, exc)
-
-    def close(self) -> None:
-        if self._file is not None:
-            if self._done_lines and self._disk_ok:
-                try:
-                    self._rewrite()
-                except OSError as exc:
-                    log.error("MQTT queue %s: compaction failed: %s", self.path, exc)
-            if self._file is not None:
-                self._file.close()
-                self._file = None
-
-
-# --------------------------------------------------------------------------- publisher
+_GOODBYE_S = 0.25  # of it, kept back from the flush for "offline" + DISCONNECT
 
 _ONLINE_MARK = object()  # by_mid value of the availability message sent on connect
 _OTHER_MARK = object()  # states, stats, discovery: tracked only so flush() can wait for them
@@ -255,6 +57,8 @@ class MqttPublisher(Publisher):
 
     Construction never waits for the broker: paho connects in the background and keeps
     retrying with exponential backoff (reconnect_min_s doubling up to reconnect_max_s).
+    `on_queue_depth(n)` is called whenever the number of unacknowledged events changes
+    (the daemon points it at its Prometheus gauge).
     """
 
     def __init__(
@@ -264,16 +68,12 @@ class MqttPublisher(Publisher):
         *,
         reconnect_min_s: int = 1,
         reconnect_max_s: int = 30,
+        on_queue_depth: Callable[[int], None] | None = None,
     ) -> None:
         self.cfg = cfg
-        self.prefix = self._check_prefix(cfg.topic_prefix, "mqtt.topic_prefix")
-        self.discovery_prefix = self._check_prefix(cfg.discovery_prefix, "mqtt.discovery_prefix")
-        self.node_id = slug(cfg.client_id or "car-detector")
-        self.zones = list(dict.fromkeys(zones))
-        self._zone_slugs = self._slug_zones(self.zones)
-        self.events_topic = f"{self.prefix}/events"
-        self.status_topic = f"{self.prefix}/status"
-        self.stats_topic = f"{self.prefix}/stats"
+        self._on_queue_depth = on_queue_depth
+        self.topics = Topics.from_config(cfg, zones)
+        self.zones = self.topics.zones
 
         self._cond = threading.Condition()
         self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -293,37 +93,14 @@ class MqttPublisher(Publisher):
         self.dropped_total = 0
         self._last_drop_log = 0.0
 
-        self._queue = _DiskQueue(Path(cfg.queue_path), cfg.queue_max)
+        self._queue = DiskQueue(Path(cfg.queue_path), cfg.queue_max)
         self._note_dropped(self._queue.open())
+        self._report_depth()
         self._client = self._make_client(reconnect_min_s, reconnect_max_s)
         self._sender = threading.Thread(target=self._run_sender, name="mqtt-sender", daemon=True)
         self._sender.start()
         self._client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
         self._client.loop_start()
-
-    @staticmethod
-    def _slug_zones(zones: list[str]) -> dict[str, str]:
-        """Zone name -> topic level; two zones must not end up on one topic."""
-        out: dict[str, str] = {}
-        for zone in zones:
-            try:
-                s = slug(zone)
-            except ValueError as exc:
-                raise PublishSetupError(f"zones.{zone}: {exc}; rename the zone") from None
-            clash = [z for z, t in out.items() if t == s]
-            if clash:
-                raise PublishSetupError(f"zones {clash[0]!r} and {zone!r} would share the MQTT topic "
-                                        f"level {s!r}; rename one of them")
-            out[zone] = s
-        return out
-
-    @staticmethod
-    def _check_prefix(prefix: str, key: str) -> str:
-        p = prefix.strip("/")
-        if not p or any(c in p for c in "+#\0"):
-            raise PublishSetupError(f"{key} = {prefix!r} is not a usable MQTT topic prefix; "
-                                    "use something like 'car-detector' (no '+', '#')")
-        return p
 
     def _make_client(self, reconnect_min_s: int, reconnect_max_s: int) -> mqtt.Client:
         c = mqtt.Client(
@@ -334,63 +111,13 @@ class MqttPublisher(Publisher):
         )
         if self.cfg.username:
             c.username_pw_set(self.cfg.username, self.cfg.password or None)
-        c.will_set(self.status_topic, OFFLINE, qos=1, retain=True)
+        c.will_set(self.topics.status, OFFLINE, qos=1, retain=True)
         c.reconnect_delay_set(min_delay=reconnect_min_s, max_delay=max(reconnect_min_s, reconnect_max_s))
         c.on_connect = self._on_connect
         c.on_connect_fail = self._on_connect_fail
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
         return c
-
-    # ---------------------------------------------------------------- topics & payloads
-
-    def state_topic(self, zone: str) -> str:
-        return f"{self.prefix}/zone/{self._zone_slugs.get(zone) or slug(zone)}/state"
-
-    def _device(self) -> dict[str, Any]:
-        return {
-            "identifiers": [self.node_id],
-            "name": f"Car detector {self.cfg.client_id}",
-            "manufacturer": "car-detector",
-            "model": "int8 CNN on Raspberry Pi",
-            "sw_version": __version__,
-        }
-
-    def discovery_messages(self) -> list[tuple[str, dict[str, Any]]]:
-        """(topic, config) for each Home Assistant entity: one occupancy binary_sensor per
-        zone, plus latency p95 and fps sensors read from the stats topic."""
-        avail = {"availability_topic": self.status_topic,
-                 "payload_available": ONLINE, "payload_not_available": OFFLINE}
-        msgs: list[tuple[str, dict[str, Any]]] = []
-        for zone in self.zones:
-            zs = self._zone_slugs[zone]
-            msgs.append((f"{self.discovery_prefix}/binary_sensor/{self.node_id}/{zs}/config", {
-                "name": f"{zone} occupied",
-                "unique_id": f"{self.node_id}_{zs}_occupancy",
-                "device_class": "occupancy",
-                "state_topic": self.state_topic(zone),
-                "payload_on": ON,
-                "payload_off": OFF,
-                "qos": 1,
-                **avail,
-                "device": self._device(),
-            }))
-        sensors = [("latency_p95", "Latency p95", STATS_LATENCY_P95_KEY, "ms", "mdi:timer-outline"),
-                   ("fps", "Frame rate", STATS_FPS_KEY, "fps", "mdi:speedometer")]
-        for obj, name, key, unit, icon in sensors:
-            msgs.append((f"{self.discovery_prefix}/sensor/{self.node_id}/{obj}/config", {
-                "name": name,
-                "unique_id": f"{self.node_id}_{obj}",
-                "state_topic": self.stats_topic,
-                "value_template": "{{ value_json." + key + " }}",
-                "unit_of_measurement": unit,
-                "state_class": "measurement",
-                "entity_category": "diagnostic",
-                "icon": icon,
-                **avail,
-                "device": self._device(),
-            }))
-        return msgs
 
     # ---------------------------------------------------------------- Publisher API
 
@@ -401,6 +128,7 @@ class MqttPublisher(Publisher):
                 raise RuntimeError("MqttPublisher.publish_event after close()")
             dropped = self._queue.append(msg)
             self._note_dropped(dropped)
+            self._report_depth()
         self._wake.set()
 
     def publish_state(self, zone: str, present: bool, score: float) -> None:
@@ -445,39 +173,63 @@ class MqttPublisher(Publisher):
                     return
                 self._cond.wait(min(left, 0.1))
 
-    def close(self, timeout_s: float = 2.0) -> None:
-        """Flush (when connected), say "offline", disconnect. Unsent events stay in the
-        queue file for the next start. Safe to call twice."""
+    def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Flush (when connected), say "offline", disconnect: all of it within timeout_s.
+
+        A hung broker (TCP open, nothing acknowledged) would otherwise hold a SIGTERM for the
+        flush, then for the "offline" PUBACK, then for the network thread. What is not
+        acknowledged in time stays in the queue file for the next start. Safe to call twice.
+        """
         with self._cond:
             if self._closed:
                 return
             self._closed = True
             connected = self._ready
         deadline = time.monotonic() + timeout_s
+
+        def left(keep: float = 0.0) -> float:
+            return max(0.0, deadline - keep - time.monotonic())
+
         if connected:
-            self.flush(timeout_s * 0.75)
+            self.flush(left(keep=_GOODBYE_S))
         self._stop = True
         self._wake.set()
-        self._sender.join(timeout=max(0.1, deadline - time.monotonic()))
+        self._sender.join(timeout=left())
         if self._connected:
             try:
-                info = self._client.publish(self.status_topic, OFFLINE, qos=1, retain=True)
-                info.wait_for_publish(timeout=max(0.1, deadline - time.monotonic()))
+                info = self._client.publish(self.topics.status, OFFLINE, qos=1, retain=True)
+                info.wait_for_publish(timeout=left(keep=_GOODBYE_S / 2))
             except (RuntimeError, ValueError) as exc:
                 log.debug("could not publish offline status: %s", exc)
         self._client.disconnect()
-        self._client.loop_stop()
+        self._stop_network_thread(left())
         self._send_pass()  # PUBACKs that came in after the sender stopped: not re-sent next start
         with self._cond:
             self._queue.close()
-            left = len(self._queue.items)
-        if left:
+            left_items = len(self._queue.items)
+            self._report_depth()
+        if left_items:
             log.warning("MQTT: %d event(s) not acknowledged yet; kept in %s for the next start",
-                        left, self._queue.path)
+                        left_items, self._queue.path)
+
+    def _stop_network_thread(self, timeout_s: float) -> None:
+        """paho's loop_stop() joins its thread without a timeout, and that thread can sit in
+        a TCP connect or TLS handshake for connect_timeout (5 s); so join it from a helper."""
+        stopper = threading.Thread(target=self._client.loop_stop, name="mqtt-loop-stop", daemon=True)
+        stopper.start()
+        stopper.join(timeout=max(timeout_s, 0.05))
+        if stopper.is_alive():
+            log.warning("MQTT network thread still busy (connecting to %s:%d?) after the close budget; "
+                        "not waiting for it", self.cfg.host, self.cfg.port)
 
     # ---------------------------------------------------------------- internals
 
-    def _note_dropped(self, dropped: list[_Item]) -> None:
+    def _report_depth(self) -> None:
+        """Called with the lock held (or before any thread runs), after each change."""
+        if self._on_queue_depth is not None:
+            self._on_queue_depth(len(self._queue.items))
+
+    def _note_dropped(self, dropped: list[QueuedEvent]) -> None:
         """Count drops; warn at most once a minute so an outage does not flood the journal."""
         if not dropped:
             return
@@ -496,7 +248,7 @@ class MqttPublisher(Publisher):
                           self.cfg.host, self.cfg.port, reason_code)
                 return
             # Published before paho re-sends what it still holds; its PUBACK marks "ready".
-            info = client.publish(self.status_topic, ONLINE, qos=1, retain=True)
+            info = client.publish(self.topics.status, ONLINE, qos=1, retain=True)
             with self._cond:
                 self._connected = True
                 self._ready = False
@@ -554,8 +306,10 @@ class MqttPublisher(Publisher):
                     self._ready = True
                     self._intro_due = True
                     self._online_mid = None
-                elif isinstance(what, _Item):
+                elif isinstance(what, QueuedEvent):
                     self._queue.done(what)
+            if acks:
+                self._report_depth()
             plan = self._plan() if self._ready and not self._stop else []
             self._cond.notify_all()
         for topic, payload, retain, tag in plan:
@@ -574,16 +328,16 @@ class MqttPublisher(Publisher):
         if self._intro_due:
             self._intro_due = False
             if self.cfg.discovery:
-                for topic, conf in self.discovery_messages():
+                for topic, conf in discovery_messages(self.topics):
                     plan.append((topic, json.dumps(conf).encode(), True, _OTHER_MARK))
             self._dirty_states = set(self._states)
             self._stats_dirty = self._stats is not None
         for zone in sorted(self._dirty_states):
-            plan.append((self.state_topic(zone), self._states[zone].encode(), True, _OTHER_MARK))
+            plan.append((self.topics.state(zone), self._states[zone].encode(), True, _OTHER_MARK))
         self._dirty_states.clear()
         if self._stats_dirty and self._stats is not None:
-            plan.append((self.stats_topic, self._stats, True, _OTHER_MARK))
+            plan.append((self.topics.stats, self._stats, True, _OTHER_MARK))
             self._stats_dirty = False
         for item in self._queue.take(WINDOW):
-            plan.append((self.events_topic, item.payload(), False, item))
+            plan.append((self.topics.events, item.payload(), False, item))
         return plan

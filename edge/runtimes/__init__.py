@@ -16,13 +16,16 @@ from edge.runtimes import litert, tensorflow_lite, tflite_runtime
 
 log = logging.getLogger(__name__)
 
-AUTO_ORDER = ("litert", "tflite-runtime", "tensorflow")
-
 RUNTIMES: dict[str, Any] = {
     "litert": litert,
     "tflite-runtime": tflite_runtime,
     "tensorflow": tensorflow_lite,
 }
+
+# `auto` tries them in the registry's order; tensorflow last: it must load after tflite-runtime.
+AUTO_ORDER = tuple(RUNTIMES)
+# What `model.runtime` and `--runtime` accept: the registry's names plus "auto".
+RUNTIME_CHOICES = ("auto", *RUNTIMES)
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -63,8 +66,8 @@ def _load_one(name: str, model_path: Path, num_threads: int) -> LoadedInterprete
 def load_interpreter(model_path: str | Path, runtime: str = "auto", num_threads: int = 1) -> LoadedInterpreter:
     """Create an interpreter for `model_path` with the chosen runtime; logs what was chosen."""
     model_path = Path(model_path)
-    if runtime != "auto" and runtime not in RUNTIMES:
-        raise ValueError(f"unknown runtime {runtime!r}; use one of auto, {', '.join(RUNTIMES)}")
+    if runtime not in RUNTIME_CHOICES:
+        raise ValueError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIME_CHOICES)}")
     names = AUTO_ORDER if runtime == "auto" else (runtime,)
     errors = []
     for name in names:

@@ -37,10 +37,6 @@ class FrameSource(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the device/file. Must be safe to call twice and after a failed open()."""
 
-    def snapshot(self) -> "object | None":
-        """Optional full-resolution RGB frame (numpy HxWx3) for /snapshot.jpg; None if unsupported."""
-        return None
-
     def __enter__(self) -> "FrameSource":
         self.open()
         return self

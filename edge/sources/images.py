@@ -102,7 +102,6 @@ class ImageFolderSource(FrameSource):
             self.skipped.append(path)
 
     def read(self) -> Frame:
-        start = time.monotonic()
         image = self._next_image()
         if self._pacer is not None:
             self._pacer.wait()
@@ -112,5 +111,4 @@ class ImageFolderSource(FrameSource):
             image=image,
             timestamp_ns=time.monotonic_ns(),
             frame_id=frame_id,
-            capture_wait_s=time.monotonic() - start,
         )

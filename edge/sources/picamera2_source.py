@@ -2,10 +2,9 @@
 
 The detector wants small greyscale frames, which the ISP produces for free: a `lores`
 stream in YUV420 at the configured size whose Y plane *is* the greyscale image, so no
-colour conversion or resize runs on the CPU. The `main` stream is always configured at
-source.main_width x main_height so that libcamera picks the same sensor mode (and thus
-the same field of view) whether or not snapshots are enabled; it is only copied out when
-a snapshot is asked for.
+colour conversion or resize runs on the CPU. libcamera derives the lores stream from the
+`main` stream, which is configured at source.main_width x main_height (YUV420, never copied
+out) so that the sensor mode, and thus the field of view, is the one chosen there.
 
 picamera2 exists only on the Pi (Debian package python3-picamera2), so it is imported in
 open(), never at module import.
@@ -68,9 +67,6 @@ class Picamera2Source(FrameSource):
         self._lores_size: tuple[int, int] = (cfg.width, cfg.height)
         self._next_id = 0
         self._warned_timestamp = False
-        self._snap_cond = threading.Condition()
-        self._snap_wanted = False
-        self._snap: np.ndarray | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -123,11 +119,9 @@ class Picamera2Source(FrameSource):
                 "source.main %dx%d and source %dx%d differ in aspect ratio: the greyscale frames "
                 "will be stretched", *main_size, cfg.width, cfg.height,
             )
-        # BGR888 is picamera2's name for pixels laid out R, G, B in the numpy array.
-        main_format = "BGR888" if cfg.snapshot_stream else "YUV420"
         frame_us = int(round(1_000_000 / cfg.fps))
         return cam.create_video_configuration(
-            main={"size": main_size, "format": main_format},
+            main={"size": main_size, "format": "YUV420"},
             lores={"size": (cfg.width, cfg.height), "format": "YUV420"},
             # Full-range (JPEG) YUV: the model was trained on 0..255 greyscale pictures,
             # not on the 16..235 luma the video colour spaces would give.
@@ -144,8 +138,6 @@ class Picamera2Source(FrameSource):
         cam, self._cam = self._cam, None
         if cam is not None:
             self._shutdown(cam)
-        with self._snap_cond:
-            self._snap_cond.notify_all()
 
     @staticmethod
     def _shutdown(cam: Any) -> None:
@@ -161,13 +153,11 @@ class Picamera2Source(FrameSource):
         cam = self._cam
         if cam is None:
             raise SourceError("camera read() before open() (or after a failure closed it)")
-        start = time.monotonic()
         request = self._capture(cam)
         try:
             yuv, metadata = self._extract(request)
         finally:
             self._release(request)
-        waited = time.monotonic() - start
         w, h = self._lores_size
         image = fit_grey(yuv[:h, :w], self.cfg.width, self.cfg.height)  # Y plane minus stride padding
         timestamp_ns = self._timestamp(metadata)
@@ -178,16 +168,13 @@ class Picamera2Source(FrameSource):
             timestamp_ns=timestamp_ns,
             frame_id=frame_id,
             wall_time=time.time() - (time.monotonic_ns() - timestamp_ns) / 1e9,
-            capture_wait_s=waited,
         )
 
     def _extract(self, request: Any) -> tuple[np.ndarray, dict[str, Any]]:
-        """The lores YUV420 array and the metadata (plus a snapshot copy when one is wanted)."""
+        """The lores YUV420 array and the metadata."""
         try:
             yuv = request.make_array("lores")
             metadata = request.get_metadata()
-            if self._snap_wanted:
-                self._deliver_snapshot(request.make_array("main"))
         except Exception as exc:
             raise SourceError(f"reading a frame from camera {self.camera_num} failed: {exc}") from exc
         return yuv, metadata
@@ -263,28 +250,3 @@ class Picamera2Source(FrameSource):
             log.warning("camera SensorTimestamp %r is not on CLOCK_MONOTONIC; using arrival time "
                         "(frame ages will miss the capture latency)", ts)
         return now
-
-    # -- snapshots ---------------------------------------------------------------------
-
-    def snapshot(self, timeout_s: float | None = None) -> np.ndarray | None:
-        """The next full-resolution RGB frame (HxWx3 uint8), or None when disabled/unavailable.
-
-        Called from another thread (the HTTP server): it asks the reading thread to copy
-        the main stream of the next frame, because copying it for every frame would cost
-        more memory bandwidth than the whole detector.
-        """
-        if not self.cfg.snapshot_stream or self._cam is None:
-            return None
-        wait_s = self.cfg.capture_timeout_s if timeout_s is None else timeout_s
-        with self._snap_cond:
-            self._snap = None
-            self._snap_wanted = True
-            got = self._snap_cond.wait_for(lambda: self._snap is not None or self._cam is None, wait_s)
-            self._snap_wanted = False
-            return self._snap if got else None
-
-    def _deliver_snapshot(self, main: np.ndarray) -> None:
-        with self._snap_cond:
-            self._snap = main[:, :, :3]
-            self._snap_wanted = False
-            self._snap_cond.notify_all()

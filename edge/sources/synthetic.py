@@ -65,7 +65,6 @@ class SyntheticSource(FrameSource):
     def read(self) -> Frame:
         if self.max_frames is not None and self._next_id >= self.max_frames:
             raise SourceExhausted(f"synthetic source: all {self.max_frames} frames delivered")
-        start = time.monotonic()
         if self._pacer is not None:
             self._pacer.wait()
         timestamp_ns = time.monotonic_ns()  # "exposure" happens now; rendering is the readout
@@ -75,5 +74,4 @@ class SyntheticSource(FrameSource):
             image=self.render(frame_id),
             timestamp_ns=timestamp_ns,
             frame_id=frame_id,
-            capture_wait_s=time.monotonic() - start,
         )

@@ -53,6 +53,8 @@ class VideoSource(FrameSource):
         self._pacer: Pacer | None = None
         self._next_id = 0
         self._frames_this_pass = 0
+        self._announced = 0  # frames the container header claims (0: it does not say)
+        self._warned_short = False
         self.fps: float | None = None  # the file's own frame rate, known after open()
 
     def open(self) -> None:
@@ -80,6 +82,7 @@ class VideoSource(FrameSource):
         self._container = container
         self._frames = container.decode(stream)
         self._frames_this_pass = 0
+        self._announced = int(stream.frames or 0)
         log.debug("video source %s opened: %.3f fps", self.path, self.fps)
 
     def close(self) -> None:
@@ -101,10 +104,9 @@ class VideoSource(FrameSource):
                 self._frames_this_pass += 1
                 return frame
             except StopIteration:
-                empty = self._frames_this_pass == 0
-                if not self.cfg.loop or empty:
-                    why = "contains no decodable frames" if empty else "ended (source.loop = false)"
-                    raise SourceExhausted(f"video {self.path} {why}") from None
+                ended = self._end_of_pass()
+                if not self.cfg.loop or self._frames_this_pass == 0:
+                    raise SourceExhausted(ended) from None
                 # Reopening is cheaper to get right than seeking in every container format.
                 self.close()
                 self.open()
@@ -112,8 +114,28 @@ class VideoSource(FrameSource):
                 raise SourceError(f"decoding {self.path} failed: {exc}") from exc
         raise SourceExhausted(f"video {self.path} contains no decodable frames")
 
+    def _end_of_pass(self) -> str:
+        """What happened, in words: how many frames, and whether the file looks cut short.
+
+        A file that stops before the frame count its header announces was truncated (a copy
+        that did not finish, a recording that was killed): said once, as a warning.
+        """
+        n, announced = self._frames_this_pass, self._announced
+        if n == 0:
+            what = f"contains no decodable frames (its header announces {announced})"
+        elif announced > n:
+            what = (f"ended after {n} of the {announced} frames its header announces: "
+                    "the file is truncated or damaged")
+            if not self._warned_short:
+                log.warning("video %s %s", self.path, what)
+                self._warned_short = True
+        else:
+            what = f"ended after {n} frames"
+        if n and not self.cfg.loop:
+            what += " (source.loop = false)"
+        return f"video {self.path} {what}"
+
     def read(self) -> Frame:
-        start = time.monotonic()
         decoded = self._next_decoded()
         if self._pacer is not None:
             self._pacer.wait()
@@ -129,5 +151,4 @@ class VideoSource(FrameSource):
             image=np.ascontiguousarray(image),
             timestamp_ns=timestamp_ns,
             frame_id=frame_id,
-            capture_wait_s=time.monotonic() - start,
         )

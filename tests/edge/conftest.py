@@ -136,3 +136,17 @@ def mosquitto_stopped(mosquitto_binary: str, tmp_path: Path) -> Iterator[Broker]
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture
+def umask_000() -> Iterator[None]:
+    """The most permissive umask: files and folders must still come out 0640/0750."""
+    old = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777

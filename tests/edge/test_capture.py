@@ -13,6 +13,7 @@ from PIL import Image
 from edge.capture import FrameCapture
 from edge.config import CaptureConfig
 from edge.events import Box
+from tests.edge.conftest import mode
 
 WALL = 1_700_000_000.0
 BOX = Box(10.5, -3.25, 100.0, 40.0, 0.55)
@@ -128,3 +129,11 @@ def test_uncertain_saves_are_rate_limited(tmp_path: Path) -> None:
     assert cap.reason(0.5, now=100.0) == "uncertain"
     assert cap.reason(0.5, now=105.0) is None
     assert cap.reason(0.5, now=110.0) == "uncertain"
+
+
+def test_capture_folder_and_frames_are_private_whatever_the_umask(tmp_path: Path, umask_000: None) -> None:
+    cap = make(tmp_path, dir=str(tmp_path / "var" / "capture"))
+    path = cap.maybe_save(image(), 7, WALL, 0.5, [BOX], {"frame": True}, now=100.0)
+    assert path is not None
+    assert mode(tmp_path / "var") == 0o750 and mode(cap.dir) == 0o750
+    assert mode(path) == 0o640 and mode(path.with_suffix(".json")) == 0o640

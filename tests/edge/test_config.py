@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
 
 import pytest
 
-from edge.config import Config, ConfigError, Zone, load_config
+from edge.config import Config, ConfigError, Range, Zone, field_check, load_config
+from edge.runtimes import RUNTIMES
 
 
 def write(tmp_path: Path, text: str, name: str = "config.toml") -> Path:
@@ -94,7 +97,7 @@ def test_unknown_section_is_named(tmp_path: Path) -> None:
 def test_bad_literal_lists_allowed_values(tmp_path: Path) -> None:
     msg = error(tmp_path, '[model]\nruntime = "gpu"\n')
     assert "model.runtime" in msg and "'gpu'" in msg
-    for allowed in ("auto", "litert", "tflite-runtime", "tensorflow"):
+    for allowed in ("auto", *RUNTIMES):  # the registry owns the names
         assert f"'{allowed}'" in msg
 
 
@@ -190,3 +193,120 @@ def test_video_kind_needs_a_path(tmp_path: Path) -> None:
 ])
 def test_out_of_range_values_are_named(tmp_path: Path, text: str, key: str) -> None:
     assert key in error(tmp_path, text)
+
+
+ZONE_OK = {"x": 0, "y": 0, "width": 10, "height": 10}
+
+
+def declared_fields() -> Iterator[tuple[str, dataclasses.Field, Any]]:
+    """(section, field, type) for every key of every section, [zones.<name>] included."""
+    hints = get_type_hints(Config)
+    for section in dataclasses.fields(Config):
+        cls = hints[section.name]
+        if get_origin(cls) is dict:
+            cls = get_args(cls)[1]
+        cls_hints = get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            yield section.name, f, cls_hints[f.name]
+
+
+def ranged_fields() -> list[tuple[str, dataclasses.Field, Any, Range]]:
+    return [(s, f, tp, c) for s, f, tp in declared_fields() if isinstance(c := field_check(f), Range)]
+
+
+def outside(rng: Range, tp: Any) -> list[float]:
+    """Values just past each bound the range declares."""
+    step = 1 if tp is int else 0.05
+    vals = []
+    if rng.ge is not None:
+        vals.append(rng.ge - step)
+    if rng.gt is not None:
+        vals.append(rng.gt)
+    if rng.le is not None:
+        vals.append(rng.le + step)
+    if rng.lt is not None:
+        vals.append(rng.lt)
+    return [tp(v) for v in vals]
+
+
+def section_text(section: str, key: str, value: object) -> str:
+    if section == "zones":
+        body = {**ZONE_OK, key: value}
+        return "[zones.z]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in body.items())
+    return f"[{section}]\n{key} = {toml_value(value)}\n"
+
+
+def test_every_number_field_declares_its_range() -> None:
+    """A key added without a range next to it would accept nonsense silently."""
+    unranged = [f"{s}.{f.name}" for s, f, tp in declared_fields() if tp in (int, float) and field_check(f) is None]
+    assert not unranged, f"declare a Range next to these fields: {unranged}"
+
+
+@pytest.mark.parametrize("section,f,tp,rng", ranged_fields(), ids=lambda v: getattr(v, "name", None))
+def test_every_declared_range_is_enforced_and_named(tmp_path: Path, section: str, f: dataclasses.Field,
+                                                    tp: Any, rng: Range) -> None:
+    key = f"{section}.z.{f.name}" if section == "zones" else f"{section}.{f.name}"
+    for value in outside(rng, tp):
+        msg = error(tmp_path, section_text(section, f.name, value))
+        assert f"{key} must be {rng.bounds()}" in msg and f"got {value!r}" in msg, msg
+    for bound in (rng.ge, rng.le):  # inclusive bounds are accepted
+        if bound is not None:
+            assert rng(tp(bound)) is None
+
+
+def test_range_wording() -> None:
+    assert Range(ge=1).describe() == "must be >= 1"
+    assert Range(gt=0.0, le=1.0).describe() == "must be in (0, 1]"
+    assert Range(ge=0.1, le=4.0).bounds() == "in [0.1, 4]"
+    assert Range(lt=1.0, hint="negative = default").describe() == "must be < 1 (negative = default)"
+    assert Range(ge=0, le=65535)(70000) == "must be in [0, 65535], got 70000"
+
+
+@pytest.mark.parametrize("text,key", [
+    ("[processing]\nscales = [1.0, 5.0]\n", "processing.scales"),
+    ("[processing]\ncrop = [-1, 0, 10, 10]\n", "processing.crop"),
+    ("[source]\nretry_initial_s = 5.0\nretry_max_s = 1.0\n", "source.retry_max_s"),
+    ("[mqtt]\nport = 0\n", "mqtt.port"),
+])
+def test_validators_and_cross_field_checks_are_named(tmp_path: Path, text: str, key: str) -> None:
+    assert key in error(tmp_path, text)
+
+
+def test_tomli_fallback_is_a_declared_dependency() -> None:
+    """edge/config.py imports tomli below Python 3.11; pip must install it there."""
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    deps = [d.replace(" ", "").replace('"', "'") for d in pyproject["project"]["dependencies"]]
+    assert any(d.startswith("tomli") and d.endswith(";python_version<'3.11'") for d in deps), deps
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "", "192.168.1.20", "pi.local"])
+def test_a_non_loopback_http_host_needs_a_token(tmp_path: Path, host: str) -> None:
+    msg = error(tmp_path, f'[http]\nhost = "{host}"\n')
+    assert msg.split(": ", 1)[1].startswith("http.token must be set") and repr(host) in msg
+    token = "0123456789abcdef0123"
+    cfg = load_config(write(tmp_path, f'[http]\nhost = "{host}"\ntoken = "{token}"\n'))
+    assert cfg.http.token == token
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])
+def test_loopback_http_hosts_need_no_token(tmp_path: Path, host: str) -> None:
+    assert load_config(write(tmp_path, f'[http]\nhost = "{host}"\n')).http.token == ""
+
+
+@pytest.mark.parametrize("value", ['"hunter2hunter"', "123456789012345678"])
+def test_http_token_errors_never_show_the_token(tmp_path: Path, value: str) -> None:
+    msg = error(tmp_path, f'[http]\nhost = "0.0.0.0"\ntoken = {value}\n')
+    assert "http.token" in msg and value.strip('"') not in msg
+
+
+def test_http_token_is_left_out_of_the_config_repr(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, '[http]\nhost = "0.0.0.0"\ntoken = "0123456789abcdef-secret"\n'))
+    assert "secret" not in repr(cfg) and "secret" not in repr(cfg.http)
+
+
+def test_removed_snapshot_stream_key_is_refused(tmp_path: Path) -> None:
+    """It promised colour snapshots that nothing served; an old config is told, not ignored."""
+    msg = error(tmp_path, "[source]\nsnapshot_stream = true\n")
+    assert "unknown key source.snapshot_stream" in msg

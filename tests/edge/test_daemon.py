@@ -345,3 +345,108 @@ def test_missing_video_is_a_clear_error(trained_model_dir, tmp_path):
     r = subprocess.run([sys.executable, "-m", "edge", "run", "--config", str(cfg)], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "nope.avi" in r.stderr
+
+
+def test_sighup_reload_carries_presence_and_closes_removed_zones(trained_model_dir, tmp_path):
+    """Reload with a car in a kept zone (no second car_arrived) and one in a removed zone (car_left)."""
+    from edge.config import load_config
+    from edge.daemon import Daemon
+    from edge.events import Box
+
+    zones = {"kept": {"x": 0, "y": 60, "width": 160, "height": 180},
+             "removed": {"x": 160, "y": 60, "width": 160, "height": 180}}
+    cfg_path = write_config(tmp_path / "c.toml", trained_model_dir, tmp_path, None, http={"enabled": False},
+                            zones=zones)
+    d = Daemon(load_config(cfg_path), cfg_path)
+    cars = [Box(20.0, 100.0, 100.0, 40.0, 0.9), Box(200.0, 100.0, 100.0, 40.0, 0.8)]
+    for i in range(2):  # frames_in = 2: both zones turn present
+        d.pipeline.publish_events(d.pipeline.decider.update(cars, 1000.0 + i, i))
+    write_config(cfg_path, trained_model_dir, tmp_path, None, http={"enabled": False},
+                 zones={"kept": zones["kept"]})  # (zones merge with the base's left_lane)
+    assert d.reload()
+    for i in range(2, 6):  # the car in the kept zone is still there
+        d.pipeline.publish_events(d.pipeline.decider.update(cars[:1], 1000.0 + i, i))
+    d.publisher.close()
+    events = [json.loads(ln) for ln in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [(e["event"], e["zone"]) for e in events if e["zone"] in ("kept", "removed")] == [
+        ("car_arrived", "kept"), ("car_arrived", "removed"), ("car_left", "removed")]
+    assert d.pipeline.decider.presence() == {"frame": True, "left_lane": True, "kept": True}
+    metrics = d.metrics.render()[0].decode()
+    assert 'car_detector_zone_present{zone="removed"} 0.0' in metrics
+
+
+def _mqtt_service_config(tmp_path, model_dir, video, port, **extra):
+    """A busy clip (threshold 0.3, one-frame hysteresis): events every few seconds."""
+    sections = dict(source={"pace": True, "loop": True}, processing={"threshold": 0.3},
+                    decide={"frames_in": 1, "frames_out": 1},
+                    mqtt={"enabled": True, "port": port, "topic_prefix": "cd-test", "keepalive_s": 30,
+                          "queue_path": str(tmp_path / "mqtt-queue.jsonl")})
+    for k, v in extra.items():
+        sections[k] = {**sections.get(k, {}), **v}
+    return write_config(tmp_path / "config.toml", model_dir, tmp_path, video, **sections)
+
+
+def _events_in_file(tmp_path) -> list[dict]:
+    path = tmp_path / "events.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def _pending_in_queue(tmp_path) -> list[dict]:
+    path = tmp_path / "mqtt-queue.jsonl"
+    recs = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+    done = {r["done"] for r in recs if "done" in r}
+    return [r["msg"] for r in recs if "seq" in r and r["seq"] not in done]
+
+
+def test_mqtt_queue_depth_metric_counts_events_waiting_for_the_broker(trained_model_dir, video_path, tmp_path):
+    """Broker unreachable: every event waits in the queue, and /metrics says how many."""
+    from tests.edge.conftest import free_port
+
+    svc = Service(_mqtt_service_config(tmp_path, trained_model_dir, video_path, free_port()), None)
+    try:
+        port = svc.wait_log("http listening")["port"]
+        deadline = time.monotonic() + 60
+        while len(_events_in_file(tmp_path)) < 3:
+            assert time.monotonic() < deadline and svc.proc.poll() is None, "the clip produced no events"
+            time.sleep(0.2)
+        for _ in range(50):  # an event may land between reading the file and /metrics: retry
+            before = len(_events_in_file(tmp_path))
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            if len(_events_in_file(tmp_path)) == before:
+                break
+        depth = [ln for ln in text.splitlines() if ln.startswith("car_detector_mqtt_queue_depth ")]
+        assert depth == [f"car_detector_mqtt_queue_depth {float(before)}"], depth
+    finally:
+        svc.stop()
+
+
+def test_sigterm_with_a_hung_broker_stops_within_2s_and_keeps_unacknowledged_events(
+        trained_model_dir, video_path, tmp_path, mosquitto):
+    """A SIGSTOPped broker keeps the TCP connection open but never acknowledges: the
+    shutdown must not wait for it beyond its budget, and nothing unacknowledged is lost."""
+    svc = Service(_mqtt_service_config(tmp_path, trained_model_dir, video_path, mosquitto.port,
+                                       http={"enabled": False}), None)
+    try:
+        svc.wait_log("ready")
+        deadline = time.monotonic() + 60
+        while not _events_in_file(tmp_path):
+            assert time.monotonic() < deadline, "the clip produced no events"
+            time.sleep(0.2)
+        mosquitto.pause()
+        n_paused = len(_events_in_file(tmp_path))
+        while len(_events_in_file(tmp_path)) < n_paused + 2:  # events the broker never acknowledges
+            assert time.monotonic() < deadline + 60, "no events while the broker hung"
+            time.sleep(0.2)
+        t0 = time.monotonic()
+        svc.proc.send_signal(signal.SIGTERM)
+        assert svc.proc.wait(10) == 0
+        took = time.monotonic() - t0
+    finally:
+        svc.stop()
+        mosquitto.kill()
+    assert took < 2.0, f"shutdown took {took:.2f} s with a hung broker"
+    stopped = [r for r in svc.lines if r.get("msg") == "stopped"]
+    assert stopped and stopped[0]["shutdown_s"] < 2.0
+    after_pause = _events_in_file(tmp_path)[n_paused:]
+    pending = _pending_in_queue(tmp_path)
+    assert after_pause and all(e in pending for e in after_pause), "unacknowledged events were lost"

@@ -142,3 +142,27 @@ def test_rearrival_starts_a_new_dwell() -> None:
     (left2,) = d.update([], 103.0, 3)
     assert left2.dwell_s == pytest.approx(3.0)
     assert left2.box == RIGHT_CAR
+
+
+def test_carry_over_keeps_presence_of_kept_zones_and_leaves_removed_ones() -> None:
+    """SIGHUP: a car in a kept zone does not arrive twice; a removed occupied zone says car_left."""
+    old = Decider(dict(ZONES), frames_in=2, frames_out=3)
+    arrived = feed(old, [[LEFT_CAR, RIGHT_CAR]] * 2, t0=100.0)
+    assert sorted(e.zone for e in arrived if e.kind == ARRIVED) == [FRAME_ZONE, "left", "right"]
+
+    new = Decider({"left": ZONES["left"]}, frames_in=4, frames_out=3)  # "right" removed, hysteresis changed
+    left = new.carry_over(old, wall_time=110.0)
+    assert left == [Event(LEFT, "right", 110.0, 1, RIGHT_CAR.score, RIGHT_CAR, 9.0)]
+    assert new.presence() == {FRAME_ZONE: True, "left": True}
+    assert feed(new, [[LEFT_CAR]] * 6, t0=111.0, fid0=2) == []  # still there: no second car_arrived
+    gone = feed(new, [[]] * 3, t0=120.0, fid0=8)
+    assert [(e.kind, e.zone) for e in gone] == [(LEFT, FRAME_ZONE), (LEFT, "left")]
+    assert gone[1].dwell_s == pytest.approx(120.0 + 2 - 101.0)  # dwell counts from the first arrival
+
+
+def test_carry_over_sends_car_left_only_for_removed_zones_that_were_occupied() -> None:
+    old = Decider(dict(ZONES), frames_in=2, frames_out=3)
+    feed(old, [[LEFT_CAR]] * 2)
+    new = Decider({}, frames_in=2, frames_out=3)
+    events = new.carry_over(old, wall_time=5000.0)
+    assert [(e.kind, e.zone) for e in events] == [(LEFT, "left")]  # "right" was empty: nothing to say

@@ -18,6 +18,15 @@ def samples(m: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return out
 
 
+def test_stage_names_have_one_owner() -> None:
+    """The latency line and /metrics name the same stages because they import one tuple."""
+    import edge.latency
+    import edge.metrics
+
+    assert edge.metrics.STAGES is edge.latency.STAGES
+    assert set(edge.latency.TRACKED) - set(STAGES) == {edge.latency.FRAME_AGE}
+
+
 def test_stage_histograms_exist_for_every_stage_before_use() -> None:
     got = samples(Metrics())
     for stage in STAGES:

@@ -68,10 +68,45 @@ def test_zone_classified_from_its_own_crop(trained_model_dir, cardata, tmp_path)
     assert hits["space2"] is None
     assert hits["space1"] is not None and hits["space1"].score == pytest.approx(s_car, abs=1e-6)
     assert (hits["space1"].x, hits["space1"].y, hits["space1"].width) == (100, 100, 100)
+    # Force the crop path: the box search finds nothing (threshold above any score), so only
+    # the zone classifier can see the car; count its calls.
+    pipe.detector.threshold = 1.01
+    calls = count_calls(zc)
     for i in range(3):
-        pipe.process(Frame(img, time.monotonic_ns(), i))
+        res = pipe.process(Frame(img, time.monotonic_ns(), i))
+        assert res.boxes == []
+    assert len(calls) == 3  # once per inferred frame
     arrived = [e.zone for e in pub.events if e.kind == "car_arrived"]
-    assert "space1" in arrived and "space2" not in arrived
+    assert arrived == ["space1"]
+
+
+def count_calls(zc) -> list[int]:
+    """Wrap ZoneClassifier.classify; the returned list grows by one per call."""
+    calls: list[int] = []
+    real = zc.classify
+
+    def counted(image):
+        calls.append(1)
+        return real(image)
+
+    zc.classify = counted
+    return calls
+
+
+def test_zone_classifier_runs_on_inferred_frames_only(trained_model_dir, cardata, tmp_path):
+    """Motion gate on: frames it skips keep the previous zone decision instead of classifying."""
+    zones = {"space1": {"x": 100, "y": 100, "width": 100, "height": 40, "classify": True}}
+    pipe, pub = make(trained_model_dir, tmp_path, zones=zones,
+                     motion={"enabled": True, "threshold": 2.0, "max_skip_s": 60.0})
+    zc = pipe.zone_classifier
+    img = car_frame(cardata)
+    zc.threshold = float(zc.model.score_windows(img[None, 100:140, 100:200])[0]) - 1e-3
+    pipe.detector.threshold = 1.01
+    calls = count_calls(zc)
+    inferred = [pipe.process(Frame(img if i < 4 else 255 - img, time.monotonic_ns(), i)).inferred for i in range(5)]
+    assert inferred == [True, False, False, False, True]
+    assert len(calls) == 2
+    assert [e.zone for e in pub.events if e.kind == "car_arrived"] == ["space1"]  # skipped frames count too
 
 
 def test_motion_gate_skips_unchanged_frames_but_counts_them(trained_model_dir, tmp_path):

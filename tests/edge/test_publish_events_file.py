@@ -12,6 +12,7 @@ from edge.config import EventsConfig
 from edge.events import ARRIVED, LEFT, Box, Event
 from edge.publish import PublishSetupError
 from edge.publish.events_file import EventsFilePublisher
+from tests.edge.conftest import mode
 
 
 def make_event(i: int, kind: str | None = None) -> Event:
@@ -162,3 +163,17 @@ def test_build_publishers_and_fan_out_isolation(tmp_path: Path, caplog: pytest.L
     fan.close()
     assert [line["frame_id"] for line in read_lines(tmp_path / "events.jsonl")] == [0]
     assert any("Broken.publish_event failed" in r.getMessage() for r in caplog.records)
+
+
+def test_file_folder_and_rotated_file_are_private_whatever_the_umask(tmp_path: Path, umask_000: None) -> None:
+    """Events say when someone is home: 0640 file, 0750 folder, even under umask 000."""
+    path = tmp_path / "state" / "events.jsonl"
+    pub = EventsFilePublisher(EventsConfig(path=str(path), max_bytes=1024, backups=2))
+    try:
+        for i in range(12):  # > 1024 bytes: at least one rotation creates a new live file
+            pub.publish_event(make_event(i))
+    finally:
+        pub.close()
+    assert (tmp_path / "state" / "events.jsonl.1").exists(), "no rotation happened"
+    assert mode(path.parent) == 0o750
+    assert mode(path) == 0o640

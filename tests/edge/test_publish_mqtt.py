@@ -18,8 +18,9 @@ import pytest
 from edge.config import MqttConfig
 from edge.events import ARRIVED, LEFT, Box, Event
 from edge.publish import PublishSetupError
+from edge.publish.base import CLOSE_TIMEOUT_S
 from edge.publish.mqtt import MqttPublisher
-from tests.edge.conftest import Broker, free_port
+from tests.edge.conftest import Broker, free_port, mode
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(60)]
 
@@ -391,3 +392,63 @@ def test_bad_topic_prefix_is_rejected(tmp_path: Path) -> None:
 def test_zone_names_that_collide_on_a_topic_are_rejected(tmp_path: Path) -> None:
     with pytest.raises(PublishSetupError, match="'street side' and 'street/side'"):
         MqttPublisher(make_cfg(free_port(), tmp_path), ["street side", "street/side"])
+
+
+def test_queue_file_and_folder_are_private_whatever_the_umask(tmp_path: Path, umask_000: None) -> None:
+    """The queue holds the same events as the events file: 0640 in a 0750 folder, also
+    after a compaction rewrote it."""
+    cfg = make_cfg(free_port(), tmp_path)  # nothing listens: events stay queued
+    pub = MqttPublisher(cfg, [])
+    try:
+        pub.publish_event(make_event(0))
+    finally:
+        pub.close()
+    path = Path(cfg.queue_path)
+    assert mode(path.parent) == 0o750
+    assert mode(path) == 0o640
+    path.chmod(0o666)  # left by an older version
+    pub = MqttPublisher(cfg, [])  # opening compacts: tmp + rename, a new file
+    pub.close()
+    assert mode(path) == 0o640
+
+
+def test_queue_depth_is_reported_on_every_change(mosquitto_stopped: Broker, tmp_path: Path) -> None:
+    """What feeds car_detector_mqtt_queue_depth: a backlog from the last run, each event
+    queued, and the acknowledgements once the broker is back."""
+    cfg = make_cfg(mosquitto_stopped.port, tmp_path)
+    pub = MqttPublisher(cfg, [])
+    pub.publish_event(make_event(0))
+    pub.close()
+    depths: list[int] = []
+    pub = MqttPublisher(cfg, [], on_queue_depth=depths.append)
+    try:
+        for i in range(1, 4):
+            pub.publish_event(make_event(i))
+        assert depths == [1, 2, 3, 4]
+        mosquitto_stopped.start()
+        wait_until(lambda: depths[-1] == 0)
+        assert pub.queue_depth == 0
+    finally:
+        pub.close()
+
+
+def test_close_with_a_hung_broker_keeps_its_budget_and_the_events(mosquitto: Broker, tmp_path: Path) -> None:
+    """SIGSTOPped broker: the connection stays up, nothing is acknowledged. close() must
+    give up on the flush, the "offline" PUBACK and the network thread within its budget."""
+    cfg = make_cfg(mosquitto.port, tmp_path)
+    pub = MqttPublisher(cfg, ["drive"])
+    try:
+        wait_until(lambda: pub.connected)
+        pub.flush(5)
+        mosquitto.pause()
+        for i in range(5):
+            pub.publish_event(make_event(i))
+        wait_until(lambda: not pub._queue.unhanded)  # all five are in paho's hands, unacknowledged
+        t0 = time.monotonic()
+        pub.close()
+        took = time.monotonic() - t0
+    finally:
+        pub.close()
+        mosquitto.kill()
+    assert took < CLOSE_TIMEOUT_S + 0.2, f"close took {took:.2f} s"
+    assert [r["msg"]["frame_id"] for r in queue_lines(cfg)] == [0, 1, 2, 3, 4]

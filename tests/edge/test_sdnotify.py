@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import time
 import uuid
@@ -84,7 +83,6 @@ def test_without_notify_socket_everything_is_a_no_op(monkeypatch: pytest.MonkeyP
     n = Notifier()
     assert not n.enabled
     assert n.ready() is False and n.watchdog() is False and n.status("x") is False
-    assert n.watchdog_interval_s() is None
 
 
 def test_send_failure_is_logged_once_and_never_raises(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -109,18 +107,3 @@ def test_recovers_when_the_listener_appears(tmp_path: Path) -> None:
         assert recv(sock) == "WATCHDOG=1"
     finally:
         sock.close()
-
-
-@pytest.mark.parametrize(
-    ("env", "expected"),
-    [
-        ({}, None),
-        ({"WATCHDOG_USEC": "20000000"}, 20.0),
-        ({"WATCHDOG_USEC": "1500000", "WATCHDOG_PID": str(os.getpid())}, 1.5),
-        ({"WATCHDOG_USEC": "1500000", "WATCHDOG_PID": str(os.getpid() + 1)}, None),  # for another process
-        ({"WATCHDOG_USEC": "0"}, None),
-        ({"WATCHDOG_USEC": "soon"}, None),
-    ],
-)
-def test_watchdog_interval(env: dict[str, str], expected: float | None) -> None:
-    assert Notifier(env).watchdog_interval_s() == expected

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -65,6 +66,28 @@ def test_retrying_source_from_config() -> None:
     src.open()
     assert src.read().frame_id == 0
     src.close()
+
+
+@pytest.mark.parametrize("kind", ["picamera2", "video", "images", "synthetic"])
+def test_sources_leave_capture_wait_to_the_reader(kind: str, tmp_path: Path, video_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Frame.capture_wait_s has one owner, the daemon, which times the whole (retrying) read;
+    a source that set it too would only be overwritten, or mislead a caller that trusted it."""
+    from PIL import Image
+
+    from tests.fakes.picamera2 import install_fake_picamera2
+
+    install_fake_picamera2(monkeypatch)
+    for i in range(2):
+        Image.new("L", (320, 240), 40 * i).save(tmp_path / f"{i}.png")
+    path = {"video": str(video_path), "images": str(tmp_path)}.get(kind, "")
+    src = make_source(SourceConfig(kind=kind, path=path, pace=True, fps=30.0))  # type: ignore[arg-type]
+    src.open()
+    try:
+        frames = [src.read() for _ in range(2)]  # the second one waited for the pacer / the camera
+    finally:
+        src.close()
+    assert [f.capture_wait_s for f in frames] == [0.0, 0.0]
 
 
 def test_importing_sources_imports_no_optional_dependency() -> None:

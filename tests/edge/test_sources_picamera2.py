@@ -15,7 +15,6 @@ from edge.sources.base import SourceError
 from edge.sources.picamera2_source import Picamera2Source
 from tests.fakes.picamera2 import (
     BUSY_INIT_MESSAGE,
-    MAIN_RGB,
     PADDING_VALUE,
     CameraRig,
     fake_luma,
@@ -228,37 +227,16 @@ def test_frame_ids_keep_increasing_across_reopen(rig: CameraRig) -> None:
     assert ids == [0, 1, 2, 3]
 
 
-def test_snapshot_returns_rgb_main_stream(rig: CameraRig) -> None:
-    src = Picamera2Source(cfg(snapshot_stream=True))
-    src.open()
-    assert rig.instances[0].camera_configuration()["main"]["format"] == "BGR888"  # R,G,B in memory
-    result: list = []
-    asker = threading.Thread(target=lambda: result.append(src.snapshot()))
-    asker.start()
-    deadline = time.monotonic() + 2
-    while asker.is_alive() and time.monotonic() < deadline:
-        src.read()  # the daemon's loop fulfils the request with the next frame
-    asker.join(1)
-    src.close()
-    (snap,) = result
-    assert snap.shape == (600, 1000, 3) and snap.dtype == np.uint8
-    assert tuple(snap[0, 0]) == MAIN_RGB
-    assert rig.unreleased() == []
-
-
-def test_snapshot_disabled_or_closed_is_none(rig: CameraRig) -> None:
+def test_main_stream_is_yuv_and_never_copied(rig: CameraRig) -> None:
+    """The main stream only fixes the sensor mode; copying it per frame would cost more than the detector."""
     src = Picamera2Source(cfg())
     src.open()
-    assert src.snapshot() is None
+    main = rig.instances[0].camera_configuration()["main"]
+    assert main["format"] == "YUV420" and main["size"] == (1000, 600)
+    read_n(src, 3)
     src.close()
-    assert Picamera2Source(cfg(snapshot_stream=True)).snapshot() is None
-
-
-def test_snapshot_times_out_when_nobody_reads(rig: CameraRig) -> None:
-    src = Picamera2Source(cfg(snapshot_stream=True))
-    src.open()
-    assert src.snapshot(timeout_s=0.05) is None
-    src.close()
+    assert not hasattr(src, "snapshot")  # /snapshot.jpg serves the processed frame (Pipeline.snapshot_frame)
+    assert rig.unreleased() == []
 
 
 @pytest.mark.parametrize("bad", [None, 0, "later"])

@@ -66,7 +66,7 @@ class FakeClock:
 
 def retrying(inner: FrameSource, clock: FakeClock, initial: float = 0.5, maximum: float = 4.0,
              stop_event: threading.Event | None = None) -> RetryingSource:
-    return RetryingSource(inner, initial, maximum, stop_event=stop_event, sleep=clock.sleep, clock=clock)
+    return RetryingSource(inner, initial, maximum, stop_event=stop_event, sleep=clock.sleep)
 
 
 def test_backoff_doubles_caps_and_resets_after_a_good_frame() -> None:
@@ -126,20 +126,8 @@ def test_failed_open_is_retried_by_read_without_blocking_open() -> None:
     assert inner.calls == ["open", "close", "open", "close", "open", "read"]
 
 
-def test_last_frame_monotonic_tracks_good_frames_only() -> None:
-    clock = FakeClock()
-    inner = ScriptedSource(read_script=["ok", "err", "ok"])
-    src = retrying(inner, clock)
-    src.open()
-    assert src.last_frame_monotonic == 1000.0  # the watchdog's grace period starts at open
-    clock.now = 1003.0
-    src.read()
-    assert src.last_frame_monotonic == 1003.0
-    src.read()  # one error, 0.5 s back-off, then a frame
-    assert src.last_frame_monotonic == 1003.5
-
-
-@pytest.mark.parametrize("exc", [SourceExhausted("end of file"), ConfigError("source.path missing")])
+@pytest.mark.parametrize("exc", [SourceExhausted("end of file"), ConfigError("source.path missing"),
+                                 RuntimeError("a bug on the very first read")])
 def test_exhaustion_and_setup_errors_pass_through(exc: Exception) -> None:
     clock = FakeClock()
     inner = ScriptedSource(read_script=[exc])
@@ -148,6 +136,25 @@ def test_exhaustion_and_setup_errors_pass_through(exc: Exception) -> None:
     with pytest.raises(type(exc), match=str(exc)):
         src.read()
     assert clock.sleeps == [] and src.errors == 0
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("can't start new thread"), MemoryError(),
+                                 ConfigError("source.path = 'clip.avi' does not exist")])
+def test_once_frames_flowed_any_failure_is_retried_not_raised(exc: Exception,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """A working source that fails (task limit hit, file gone from a mount) must not end the
+    service: it is a fault to back off from, counted, with the traceback in the log."""
+    clock = FakeClock()
+    inner = ScriptedSource(read_script=["ok", exc, "ok"], open_script=["ok", exc, "ok"])
+    src = retrying(inner, clock)
+    src.open()
+    src.read()
+    with caplog.at_level(logging.WARNING, logger="edge.sources.retry"):
+        assert src.read().frame_id == 1
+    assert src.errors == 2 and clock.sleeps == [0.5, 1.0]  # the read failed, then the reopen
+    assert inner.calls == ["open", "read", "read", "close", "open", "close", "open", "read"]
+    assert all(r.exc_info for r in caplog.records)
+    assert src.last_error is not None and type(exc).__name__ in src.last_error
 
 
 def test_config_error_from_open_is_not_retried() -> None:
@@ -189,10 +196,11 @@ def test_stop_event_ends_a_long_real_backoff_quickly() -> None:
 
 
 def test_read_after_stop_raises_stopped() -> None:
-    src = RetryingSource(ScriptedSource(), 0.1, 1.0)
+    stop = threading.Event()
+    src = RetryingSource(ScriptedSource(), 0.1, 1.0, stop_event=stop)
     src.open()
     src.read()
-    src.stop()
+    stop.set()
     with pytest.raises(SourceStopped):
         src.read()
 

@@ -139,3 +139,56 @@ def test_close_is_idempotent_and_reopen_starts_over() -> None:
     src.close()
     np.testing.assert_array_equal(first.image, again.image)
     assert again.frame_id == 1
+
+
+# --- files that end early: say what happened ------------------------------------------------
+
+from tests.edge.clips import announced_and_decodable, truncate_clip, write_clip  # noqa: E402
+
+
+def test_a_video_without_frames_says_so(tmp_path: Path) -> None:
+    empty = write_clip(CLIP, tmp_path / "empty.avi", frames=0)
+    for loop in (False, True):
+        src = VideoSource(cfg(path=str(empty), loop=loop))
+        src.open()
+        with pytest.raises(SourceExhausted, match=r"contains no decodable frames \(its header announces 0\)"):
+            src.read()
+        src.close()
+
+
+def test_a_truncated_video_says_how_far_it_got(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cut = truncate_clip(CLIP, tmp_path / "cut.avi", keep=0.3)
+    announced, decodable = announced_and_decodable(cut)
+    assert announced == 500 and 0 < decodable < 500
+    src = VideoSource(cfg(path=str(cut)))
+    src.open()
+    with caplog.at_level("WARNING", logger="edge.sources.video"), \
+            pytest.raises(SourceExhausted) as exc:
+        for _ in range(501):
+            src.read()
+    src.close()
+    assert str(exc.value).endswith(f"ended after {decodable} of the 500 frames its header announces: "
+                                   "the file is truncated or damaged (source.loop = false)")
+    assert len(caplog.records) == 1
+    assert f"ended after {decodable} of the 500 frames" in caplog.records[0].getMessage()
+
+
+def test_a_truncated_video_loops_and_warns_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cut = truncate_clip(CLIP, tmp_path / "cut.avi", keep=0.1)
+    _, decodable = announced_and_decodable(cut)
+    src = VideoSource(cfg(path=str(cut), loop=True))
+    src.open()
+    with caplog.at_level("WARNING", logger="edge.sources.video"):
+        ids = [src.read().frame_id for _ in range(3 * decodable)]
+    src.close()
+    assert ids == list(range(3 * decodable))
+    assert len(caplog.records) == 1 and "truncated" in caplog.records[0].getMessage()
+
+
+def test_a_complete_video_says_how_many_frames(tmp_path: Path) -> None:
+    short = write_clip(CLIP, tmp_path / "short.avi", frames=12)
+    src = VideoSource(cfg(path=str(short)))
+    src.open()
+    with pytest.raises(SourceExhausted, match=r"ended after 12 frames \(source.loop = false\)$"):
+        for _ in range(13):
+            src.read()

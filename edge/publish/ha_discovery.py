@@ -1,0 +1,140 @@
+"""MQTT topic names and Home Assistant discovery: what the detector announces, and where.
+
+Kept apart from the sender because it is pure: names and JSON documents, no sockets, so
+a new entity is one entry here and a topic clash is refused before anything connects.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from edge import __version__
+from edge.config import MqttConfig
+from edge.publish import PublishSetupError
+from edge.publish.base import STATS_FPS_KEY, STATS_LATENCY_P95_KEY
+
+ONLINE, OFFLINE = "online", "offline"  # payloads of <prefix>/status (retained; the will says offline)
+ON, OFF = "ON", "OFF"  # payloads of <prefix>/zone/<zone>/state (retained)
+
+_SLUG = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def slug(name: str) -> str:
+    """A topic level / HA object id: no '/', '+', '#', spaces."""
+    s = _SLUG.sub("_", name).strip("_")
+    if not s:
+        raise ValueError(f"name {name!r} has no letters or digits to build an MQTT topic from")
+    return s
+
+
+def check_prefix(prefix: str, key: str) -> str:
+    """A topic prefix without leading/trailing '/', or a PublishSetupError naming `key`."""
+    p = prefix.strip("/")
+    if not p or any(c in p for c in "+#\0"):
+        raise PublishSetupError(f"{key} = {prefix!r} is not a usable MQTT topic prefix; "
+                                "use something like 'car-detector' (no '+', '#')")
+    return p
+
+
+def slug_zones(zones: list[str]) -> dict[str, str]:
+    """Zone name -> topic level; two zones must not end up on one topic."""
+    out: dict[str, str] = {}
+    for zone in zones:
+        try:
+            s = slug(zone)
+        except ValueError as exc:
+            raise PublishSetupError(f"zones.{zone}: {exc}; rename the zone") from None
+        clash = [z for z, t in out.items() if t == s]
+        if clash:
+            raise PublishSetupError(f"zones {clash[0]!r} and {zone!r} would share the MQTT topic "
+                                    f"level {s!r}; rename one of them")
+        out[zone] = s
+    return out
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Every topic one detector uses; built (and checked) once from the config."""
+
+    prefix: str
+    discovery_prefix: str
+    node_id: str
+    client_id: str
+    zone_slugs: dict[str, str]
+
+    @classmethod
+    def from_config(cls, cfg: MqttConfig, zones: list[str]) -> Topics:
+        return cls(
+            prefix=check_prefix(cfg.topic_prefix, "mqtt.topic_prefix"),
+            discovery_prefix=check_prefix(cfg.discovery_prefix, "mqtt.discovery_prefix"),
+            node_id=slug(cfg.client_id or "car-detector"),
+            client_id=cfg.client_id,
+            zone_slugs=slug_zones(list(dict.fromkeys(zones))),
+        )
+
+    @property
+    def zones(self) -> list[str]:
+        return list(self.zone_slugs)
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}/events"
+
+    @property
+    def status(self) -> str:
+        return f"{self.prefix}/status"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.prefix}/stats"
+
+    def state(self, zone: str) -> str:
+        return f"{self.prefix}/zone/{self.zone_slugs.get(zone) or slug(zone)}/state"
+
+
+def _device(topics: Topics) -> dict[str, Any]:
+    return {
+        "identifiers": [topics.node_id],
+        "name": f"Car detector {topics.client_id}",
+        "manufacturer": "car-detector",
+        "model": "int8 CNN on Raspberry Pi",
+        "sw_version": __version__,
+    }
+
+
+def discovery_messages(topics: Topics) -> list[tuple[str, dict[str, Any]]]:
+    """(topic, config) for each Home Assistant entity: one occupancy binary_sensor per
+    zone, plus latency p95 and fps sensors read from the stats topic."""
+    avail = {"availability_topic": topics.status,
+             "payload_available": ONLINE, "payload_not_available": OFFLINE}
+    msgs: list[tuple[str, dict[str, Any]]] = []
+    for zone, zs in topics.zone_slugs.items():
+        msgs.append((f"{topics.discovery_prefix}/binary_sensor/{topics.node_id}/{zs}/config", {
+            "name": f"{zone} occupied",
+            "unique_id": f"{topics.node_id}_{zs}_occupancy",
+            "device_class": "occupancy",
+            "state_topic": topics.state(zone),
+            "payload_on": ON,
+            "payload_off": OFF,
+            "qos": 1,
+            **avail,
+            "device": _device(topics),
+        }))
+    sensors = [("latency_p95", "Latency p95", STATS_LATENCY_P95_KEY, "ms", "mdi:timer-outline"),
+               ("fps", "Frame rate", STATS_FPS_KEY, "fps", "mdi:speedometer")]
+    for obj, name, key, unit, icon in sensors:
+        msgs.append((f"{topics.discovery_prefix}/sensor/{topics.node_id}/{obj}/config", {
+            "name": name,
+            "unique_id": f"{topics.node_id}_{obj}",
+            "state_topic": topics.stats,
+            "value_template": "{{ value_json." + key + " }}",
+            "unit_of_measurement": unit,
+            "state_class": "measurement",
+            "entity_category": "diagnostic",
+            "icon": icon,
+            **avail,
+            "device": _device(topics),
+        }))
+    return msgs
