@@ -43,35 +43,64 @@ def cmd_preflight(args: argparse.Namespace) -> int:
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    """One JSON line per picture: boxes in picture pixels and the presence decision."""
+    """One JSON line per picture (or video frame): boxes in the picture's own pixels and the
+    presence decision; a bad input is a line with "error" and the batch goes on (exit 1)."""
+    from pathlib import Path
+
+    from edge.detector import detect_picture
+    from edge.model import ScoreMapModel
+    from edge.pictures import Picture, pictures
+
+    model = ScoreMapModel.load(args.model, runtime=args.runtime, precision=args.precision)
+    thr = args.threshold if args.threshold is not None else model.manifest.threshold
+    zones = _zones(args.config) if args.config else None
+    save = Path(args.save) if args.save else None
+    if save:
+        save.mkdir(parents=True, exist_ok=True)
+    status = 0
+    for n, item in enumerate(pictures(args.images, args.every)):
+        if not isinstance(item, Picture):
+            print(json.dumps({"image": item[0], "error": item[1]}), flush=True)
+            status = 1
+            continue
+        boxes, top = detect_picture(model, item.image, thr, model.manifest.nms_iou, [float(s) for s in args.scales.split(",")])
+        k = 1.0 / item.scale
+        boxes = [type(b)(b.x * k, b.y * k, b.width * k, b.height * k, b.score) for b in boxes]
+        print(json.dumps({
+            "image": item.label, "width": item.width, "height": item.height, "car": bool(boxes),
+            "top_score": round(top, 4), "threshold": thr, "boxes": [b.to_dict() for b in boxes],
+        }), flush=True)
+        if save:
+            _save_annotated(save, n, item, boxes, zones)
+    return status
+
+
+def _zones(config_path: str) -> tuple[tuple[int, int], dict[str, tuple[int, int, int, int]]]:
+    """Zones of a daemon config, with the processing size they are expressed in."""
+    from edge.config import load_config
+
+    cfg = load_config(config_path)
+    return (cfg.processing.width, cfg.processing.height), {n: (z.x, z.y, z.width, z.height) for n, z in cfg.zones.items()}
+
+
+def _save_annotated(folder, n: int, pic, boxes, zones) -> None:
+    """`--save`: the original-size picture with boxes, scores and (scaled) zones drawn on it."""
     import numpy as np
     from PIL import Image
 
-    from edge.detector import Detector
+    from edge.snapshot import annotate
 
-    scales = [float(s) for s in args.scales.split(",")]
-    detectors: dict[tuple[int, int], Detector] = {}
-    status = 0
-    for path in args.images:
-        try:
-            with Image.open(path) as im:
-                img = np.asarray(im.convert("L"))
-        except (OSError, ValueError) as exc:
-            print(json.dumps({"image": path, "error": f"cannot read picture: {exc}"}))
-            status = 1
-            continue
-        key = img.shape
-        if key not in detectors:
-            detectors[key] = Detector(args.model, img.shape[0], img.shape[1], scales, runtime=args.runtime,
-                                      precision=args.precision, threshold=args.threshold)
-        det = detectors[key]
-        boxes, top = det.detect(img)
-        print(json.dumps({
-            "image": path, "width": int(img.shape[1]), "height": int(img.shape[0]),
-            "car": bool(boxes), "top_score": round(top, 4), "threshold": det.threshold,
-            "boxes": [b.to_dict() for b in boxes],
-        }), flush=True)
-    return status
+    img = pic.image
+    k = 1.0 / pic.scale
+    if k != 1.0:  # draw at the original size, as the boxes are reported
+        img = np.asarray(Image.fromarray(img).resize((pic.width, pic.height), Image.BILINEAR))
+    drawn = None
+    if zones:
+        (pw, ph), zs = zones
+        sx, sy = pic.width / pw, pic.height / ph
+        drawn = {name: (x * sx, y * sy, w * sx, h * sy) for name, (x, y, w, h) in zs.items()}
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in pic.label.rsplit("/", 1)[-1])
+    annotate(img, boxes, drawn).save(folder / f"{n:05d}_{stem}.jpg", quality=90)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -146,14 +175,19 @@ def build_parser() -> argparse.ArgumentParser:
     pf.add_argument("--precision", default="int8", choices=["int8", "float"], help="which model of the manifest")
     pf.set_defaults(fn=cmd_preflight)
 
-    d = sub.add_parser("detect", help="boxes for pictures, one JSON line each")
+    d = sub.add_parser("detect", help="boxes for pictures, folders, globs or video clips, one JSON line each")
     d.add_argument("--model", required=True, help="model directory (with manifest.json)")
-    d.add_argument("images", nargs="+", help="picture files")
+    d.add_argument("images", nargs="+",
+                   help="pictures, folders (searched recursively), globs ('cam/*.jpg') or video clips (every frame)")
     d.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES, help="TFLite runtime")
     d.add_argument("--precision", default="int8", choices=["int8", "float"], help="which model of the manifest")
     d.add_argument("--threshold", type=probability, default=None,
                    help="score threshold 0..1; without it: the manifest's threshold")
-    d.add_argument("--scales", type=scales, default="1.0", help="comma-separated pyramid scales, each 0.1..4")
+    d.add_argument("--scales", type=scales, default="1.0",
+                   help="comma-separated pyramid scales, each 0.1..4 (one invoke each)")
+    d.add_argument("--save", default=None, help="write annotated pictures (boxes, scores, zones) into this folder")
+    d.add_argument("--config", default=None, help="daemon config whose zones --save draws (scaled to each picture)")
+    d.add_argument("--every", type=positive_int, default=1, help="video clips: every Nth frame")
     d.set_defaults(fn=cmd_detect)
 
     b = sub.add_parser("bench", help="invoke and pipeline latency per runtime/precision/threads")

@@ -167,8 +167,9 @@ class Zone:
     y: int = setting(check=Range(ge=0))
     width: int = setting(check=Range(gt=0))
     height: int = setting(check=Range(gt=0))
-    # true: classify this zone's crop (resized to the model window) instead of looking for
-    # detected boxes inside it. Right for a fixed parking space seen at an angle.
+    # true: the zone is occupied when the detector's best car score on the zone's own crop
+    # reaches the threshold, instead of looking for detected boxes inside it. Right for a
+    # fixed parking space seen at an angle.
     classify: bool = False
 
 

@@ -32,12 +32,16 @@ def candidates(model: ScoreMapModel, raw: RawOutputs, threshold: float, scale: f
                       model.manifest.stride, scale, clip)
 
 
-def detect_picture(model: ScoreMapModel, image: np.ndarray, threshold: float, nms_iou: float) -> tuple[list[Box], float]:
+def detect_picture(model: ScoreMapModel, image: np.ndarray, threshold: float, nms_iou: float,
+                   scales: list[float] | tuple[float, ...] = (1.0,)) -> tuple[list[Box], float]:
     """One picture of any size (pictures vary in `edge detect` and in evaluation): the
     interpreter is resized when the padded size changes, then as `Detector.detect`."""
-    raw = model.invoke_raw(image)
-    boxes = decode([candidates(model, raw, threshold, 1.0, image.shape)], nms_iou)
-    return boxes, float(model.scores(np.asarray(raw.heat.max())))
+    cands, top = [], 0.0
+    for si in scaled(image, list(scales)):
+        raw = model.invoke_raw(si.image)
+        cands.append(candidates(model, raw, threshold, si.scale, image.shape))
+        top = max(top, float(model.scores(np.asarray(raw.heat.max()))))
+    return decode(cands, nms_iou), top
 
 
 class Detector:

@@ -54,30 +54,34 @@ def build_decider(cfg: Config) -> Decider:
 
 
 class ZoneClassifier:
-    """Per-zone crops: each `classify = true` zone is cropped, resized to the model window
-    and scored by a window-sized interpreter, one small invoke per zone."""
+    """Per-zone crops: each `classify = true` zone's crop, at its own resolution, through an
+    interpreter sized once for that crop; the zone is occupied when the best car-centre score
+    in it reaches the threshold (right for a parking space seen at an angle, where a car's
+    box may spill out of the zone)."""
 
-    def __init__(self, zones: dict[str, tuple[int, int, int, int]], model: ScoreMapModel, threshold: float) -> None:
+    def __init__(self, zones: dict[str, tuple[int, int, int, int]], models: dict[str, ScoreMapModel],
+                 threshold: float) -> None:
         self.zones = zones
-        self.model = model
+        self.models = models
         self.threshold = threshold
-        mf = model.manifest
-        self.window = (mf.window_height, mf.window_width)
-        model.set_input_size(*self.window)
 
     @classmethod
     def from_config(cls, cfg: Config, detector: Detector) -> "ZoneClassifier":
         zones = {n: (z.x, z.y, z.width, z.height) for n, z in cfg.zones.items() if z.classify}
-        model = ScoreMapModel.load(cfg.model.path, runtime=cfg.model.runtime, num_threads=cfg.model.num_threads,
+        models = {}
+        for name, (_, _, zw, zh) in zones.items():
+            m = ScoreMapModel.load(cfg.model.path, runtime=cfg.model.runtime, num_threads=cfg.model.num_threads,
                                    precision=cfg.model.precision)
-        return cls(zones, model, detector.threshold)
+            m.set_input_size(zh, zw)
+            models[name] = m
+        return cls(zones, models, detector.threshold)
 
     def classify(self, image: np.ndarray) -> dict[str, Box | None]:
         out: dict[str, Box | None] = {}
-        h, w = self.window
         for name, (x, y, zw, zh) in self.zones.items():
-            crop_img = resize(image[y : y + zh, x : x + zw], w, h)
-            score = float(self.model.score_map(crop_img)[0, 0])
+            m = self.models[name]
+            raw = m.invoke_raw(np.ascontiguousarray(image[y : y + zh, x : x + zw]))
+            score = float(m.scores(np.asarray(raw.heat.max())))
             out[name] = Box(float(x), float(y), float(zw), float(zh), score) if score >= self.threshold else None
         return out
 

@@ -13,6 +13,8 @@ from edge.events import Box
 
 BOX_COLOUR = (0, 255, 0)
 TEXT_COLOUR = (255, 255, 0)
+ZONE_COLOUR = (0, 160, 255)
+Zones = dict[str, tuple[float, float, float, float]]  # name -> x, y, width, height in image pixels
 
 
 def _to_rgb(image: np.ndarray) -> Image.Image:
@@ -28,16 +30,15 @@ def _to_rgb(image: np.ndarray) -> Image.Image:
     raise ValueError(f"snapshot image must be HxW greyscale or HxWx3 RGB, got shape {image.shape}")
 
 
-def encode_snapshot_jpeg(
-    image: np.ndarray, boxes: Sequence[Box], quality: int = 85
-) -> bytes:
-    """JPEG bytes of `image` (uint8, HxW or HxWx3) with each box and its score drawn on it.
-
-    Boxes are in the image's pixel coordinates; parts outside the image are clipped.
-    """
+def annotate(image: np.ndarray, boxes: Sequence[Box], zones: Zones | None = None) -> Image.Image:
+    """RGB picture of `image` (uint8, HxW or HxWx3) with zones (named, blue) and each box with
+    its score (green/yellow) drawn on it. Coordinates are image pixels; parts outside are clipped."""
     pic = _to_rgb(image)
     draw = ImageDraw.Draw(pic)
     w, h = pic.size
+    for name, (zx, zy, zw, zh) in (zones or {}).items():
+        draw.rectangle((zx, zy, zx + zw - 1, zy + zh - 1), outline=ZONE_COLOUR, width=1)
+        draw.text((zx + 2, zy + 2), name, fill=ZONE_COLOUR)
     for box in boxes:
         x0 = max(0.0, box.x)
         y0 = max(0.0, box.y)
@@ -46,9 +47,15 @@ def encode_snapshot_jpeg(
         if x1 < x0 or y1 < y0:
             continue  # entirely outside the picture
         draw.rectangle((x0, y0, x1, y1), outline=BOX_COLOUR, width=2)
-        label = f"{box.score:.2f}"
         ty = y0 - 11 if y0 >= 11 else y0 + 2
-        draw.text((x0 + 2, ty), label, fill=TEXT_COLOUR)
+        draw.text((x0 + 2, ty), f"{box.score:.2f}", fill=TEXT_COLOUR)
+    return pic
+
+
+def encode_snapshot_jpeg(
+    image: np.ndarray, boxes: Sequence[Box], quality: int = 85
+) -> bytes:
+    """JPEG bytes of `image` with each box and its score drawn on it (see `annotate`)."""
     out = io.BytesIO()
-    pic.save(out, format="JPEG", quality=quality)
+    annotate(image, boxes).save(out, format="JPEG", quality=quality)
     return out.getvalue()

@@ -1,0 +1,115 @@
+"""Pictures and clips named on the command line, read safely: what `edge detect` consumes.
+
+A user points `detect` at whatever they have: files, folders, globs, video clips. Each
+input yields pictures one at a time; a bad one becomes an error line and the batch goes on.
+
+Reading is bounded: a picture over MAX_PIXELS is refused before it is decoded (a 190 KB PNG
+can claim 14000x14000 = 196 M pixels: a decompression bomb), and a large picture is
+scaled down on read to MAX_SIDE on its longer side (JPEG decodes at a reduced size
+directly), so a 10000x10000 photo never needs gigabytes.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+MAX_PIXELS = 120_000_000  # refused above this (before decoding)
+MAX_SIDE = 1920  # longer side after reading; boxes are reported in the original's pixels
+PICTURE_SUFFIXES = {".jpg", ".jpeg", ".png", ".pgm", ".pnm", ".bmp", ".webp", ".tif", ".tiff"}
+VIDEO_SUFFIXES = {".avi", ".mp4", ".mkv", ".mov", ".h264", ".webm", ".m4v"}
+
+
+class PictureError(ValueError):
+    """This one picture cannot be used; the message says why."""
+
+
+@dataclass
+class Picture:
+    label: str  # file name, or "clip.avi#frame=12"
+    image: np.ndarray  # uint8 greyscale, possibly scaled down
+    width: int  # original size
+    height: int
+
+    @property
+    def scale(self) -> float:
+        """Read pixels per original pixel (1.0 unless scaled down on read)."""
+        return self.image.shape[1] / self.width
+
+
+def read_picture(path: Path, max_side: int = MAX_SIDE, max_pixels: int = MAX_PIXELS) -> Picture:
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if w * h > max_pixels:
+                raise PictureError(f"{w}x{h} = {w * h / 1e6:.0f} M pixels is over the {max_pixels / 1e6:.0f} M pixel "
+                                   "limit (a decompression bomb, or a picture far larger than a camera frame)")
+            k = min(1.0, max_side / max(w, h))
+            if k < 1.0:
+                im.draft("L", (max(1, int(w * k)), max(1, int(h * k))))  # JPEG: decode at a reduced size
+            g = im.convert("L")
+            if k < 1.0:
+                g = g.resize((max(1, round(w * k)), max(1, round(h * k))), Image.BILINEAR)
+            return Picture(str(path), np.asarray(g, dtype=np.uint8), w, h)
+    except PictureError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise PictureError(str(exc)) from None
+    except (OSError, ValueError, UnidentifiedImageError, SyntaxError) as exc:
+        raise PictureError(f"cannot read picture: {exc}") from None
+
+
+def video_frames(path: Path, every: int = 1) -> Iterator[Picture]:
+    import av
+
+    try:
+        with av.open(str(path)) as c:
+            for i, frame in enumerate(c.decode(video=0)):
+                if i % every == 0:
+                    img = frame.to_ndarray(format="gray")
+                    yield Picture(f"{path}#frame={i}", img, img.shape[1], img.shape[0])
+    except (av.error.FFmpegError, OSError) as exc:
+        raise PictureError(f"cannot read video: {exc}") from None
+
+
+def expand(inputs: list[str]) -> Iterator[tuple[str, Path | None, str | None]]:
+    """(label, path, error) per input file: folders recurse in name order, globs expand."""
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            files = sorted(f for f in p.rglob("*") if f.suffix.lower() in PICTURE_SUFFIXES | VIDEO_SUFFIXES)
+            if not files:
+                yield item, None, "folder holds no pictures or videos"
+            for f in files:
+                yield str(f), f, None
+        elif p.exists():
+            yield item, p, None
+        elif glob.has_magic(item):
+            matches = sorted(glob.glob(item, recursive=True))
+            if not matches:
+                yield item, None, "no file matches this pattern"
+            for m in matches:
+                yield m, Path(m), None
+        else:
+            yield item, None, "no such file or folder"
+
+
+def pictures(inputs: list[str], every: int = 1) -> Iterator[Picture | tuple[str, str]]:
+    """Pictures in order, or (label, error) for what cannot be read."""
+    for label, path, error in expand(inputs):
+        if error:
+            yield label, error
+            continue
+        assert path is not None
+        try:
+            if path.suffix.lower() in VIDEO_SUFFIXES:
+                yield from video_frames(path, every)
+            else:
+                yield read_picture(path)
+        except PictureError as exc:
+            yield label, str(exc)
