@@ -81,10 +81,9 @@ def run_bench(model_dir: str, video: str | None, width: int = 320, height: int =
                     cfg = bench_config(model_dir, rt, prec, th, width, height, Path(tmp) / "events.jsonl")
                     det = build_detector(cfg)
                     model = det.models[0]
-                    from edge.preprocess import pyramid
-
-                    mf = model.manifest  # bare invoke: the padded model input, ready-made
-                    inputs = [pyramid(f, [1.0], mf.pad_rows, mf.pad_cols)[0].image for f in frames]
+                    # Bare invoke on what the detector hands its first model: the frame as is
+                    # (the model pads it while writing its input tensor, part of the invoke).
+                    inputs = [det.preprocess(f)[0].image for f in frames]
                     invoke = timing(lambda i: model.invoke_raw(inputs[i % len(inputs)]), runs, warmup)
                     pub = build_publishers(cfg, ["frame"])
                     pipe = Pipeline(cfg, det, build_decider(cfg), pub, Metrics())  # as the daemon runs it
