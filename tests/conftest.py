@@ -13,17 +13,31 @@ VIDEO = SHARED / "video" / "highway-320x240.avi"
 
 
 @pytest.fixture(scope="session")
-def cardata() -> Path:
-    """UIUC CarData as `make data` lays it out (copied from the mirror if needed)."""
-    from training.data import fetch_cardata
+def data_root() -> Path:
+    """Every source of the default mix under data/, as `make data` lays it out."""
+    from training.data import fetch_all
 
-    dest = ROOT / "data" / "CarData"
-    fetch_cardata(dest, SHARED)
+    dest = ROOT / "data"
+    bad = [r for r in fetch_all(dest, SHARED) if not r["ok"]]
+    if bad:
+        pytest.fail(f"`make data` would fail: {bad}")
     return dest
 
 
 @pytest.fixture(scope="session")
-def trained_run(tmp_path_factory, cardata) -> Path:
+def cardata(data_root) -> Path:
+    """UIUC CarData (copied from the mirror by `make data`)."""
+    return data_root / "CarData"
+
+
+# A quick real run: every source of the default mix, a spread of 48 pictures per source and
+# split, a few small epochs. The gate is opened: a two-epoch model is not what it guards.
+CI_TRAIN_ARGS = ["--limit", "48", "--epochs", "3", "--per-epoch", "192", "--dense-epochs", "2", "--patience", "3",
+                 "--calibration-samples", "40", "--gate-points", "100"]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, data_root) -> Path:
     """A real training run on real data with few epochs: the model every edge test uses.
 
     This is CI's real-data training (about a minute on 2 cores). It runs as `make train`
@@ -34,9 +48,8 @@ def trained_run(tmp_path_factory, cardata) -> Path:
     import sys
 
     root = tmp_path_factory.mktemp("artifacts")
-    cmd = [sys.executable, "-m", "training", "train", "--data", str(cardata), "--artifacts", str(root),
-           "--run-name", "ci", "--epochs", "3", "--dense-epochs", "2", "--patience", "3",
-           "--calibration-samples", "100"]
+    cmd = [sys.executable, "-m", "training", "train", "--data-root", str(data_root), "--artifacts", str(root),
+           "--run-name", "ci", "--video", str(VIDEO), *CI_TRAIN_ARGS]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
         pytest.fail(f"training failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")

@@ -38,8 +38,14 @@ def logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
+def _platt_loss(a: float, b: float, x: np.ndarray, t: np.ndarray) -> float:
+    z = a * x + b
+    return float(np.sum(np.logaddexp(0, z) - t * z))  # log loss, overflow-free
+
+
 def fit_platt(logits: np.ndarray, labels: np.ndarray, iters: int = 100) -> Calibration:
-    """Newton's method on the log loss of sigmoid(a*x + b), with Platt's smoothed targets."""
+    """Newton's method with backtracking (as in Platt 1999 / Lin et al. 2007) on the log loss
+    of sigmoid(a*x + b), with Platt's smoothed targets so a separable set stays finite."""
     x = np.asarray(logits, dtype=np.float64)
     y = np.asarray(labels, dtype=np.float64)
     n_pos, n_neg = y.sum(), len(y) - y.sum()
@@ -47,15 +53,24 @@ def fit_platt(logits: np.ndarray, labels: np.ndarray, iters: int = 100) -> Calib
         return Calibration()
     t = np.where(y > 0, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
     a, b = 1.0, 0.0
+    loss = _platt_loss(a, b, x, t)
     for _ in range(iters):
-        p = 1 / (1 + np.exp(-(a * x + b)))
+        p = 0.5 * (1 + np.tanh(0.5 * (a * x + b)))  # sigmoid without overflow
         g = np.array([np.sum((p - t) * x), np.sum(p - t)])
         w = p * (1 - p) + 1e-12
         hess = np.array([[np.sum(w * x * x), np.sum(w * x)], [np.sum(w * x), np.sum(w)]]) + 1e-9 * np.eye(2)
         step = np.linalg.solve(hess, g)
-        a, b = a - step[0], b - step[1]
-        if np.abs(step).max() < 1e-9:
+        k = 1.0
+        while k > 1e-8:
+            na, nb = a - k * step[0], b - k * step[1]
+            new = _platt_loss(na, nb, x, t)
+            if new < loss + 1e-4 * k * float(g @ -step):
+                break
+            k /= 2
+        if k <= 1e-8 or abs(loss - new) < 1e-10 * max(1.0, abs(loss)):
+            a, b = (na, nb) if k > 1e-8 and new < loss else (a, b)
             break
+        a, b, loss = na, nb, new
     if not a > 0:  # a useless model; keep the scores monotonic rather than inverted
         return Calibration()
     return Calibration(round(float(a), 6), round(float(b), 6))

@@ -1,4 +1,5 @@
-"""The detection score (UIUC rule, PR curve, EER) on hand-built cases."""
+"""Detection scoring on hand-built cases: COCO AP via pycocotools with ignore regions, IoU
+matching, presence, and the UIUC rule (PR curve, EER, window from a box, rescaled scenes)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,23 @@ import pytest
 
 from edge.events import Box
 from training.evaluate import (
+    PictureResult,
     Truth,
     classification_metrics,
+    coco_ap,
+    detection_at,
     equal_error_rate,
     is_match,
     match_image,
+    match_iou,
     pr_curve,
+    presence,
+    rescaled_scenes,
     roc_auc,
+    uiuc_window,
 )
+
+NONE = np.zeros((0, 4))
 
 
 def box(y, x, score=0.9, w=100):
@@ -74,5 +84,63 @@ def test_auc_and_confusion():
     y = np.array([0, 0, 1, 1])
     assert roc_auc(y, np.array([0.1, 0.4, 0.35, 0.8])) == pytest.approx(0.75)
     assert roc_auc(y, np.array([0.5, 0.5, 0.5, 0.5])) == pytest.approx(0.5)
-    m = classification_metrics(y, np.array([0.1, 0.6, 0.4, 0.9]))
+    m = classification_metrics(y, np.array([0.1, 0.6, 0.4, 0.9]), 0.5)
     assert m["confusion"] == {"tp": 1, "fp": 1, "tn": 1, "fn": 1} and m["accuracy"] == 0.5
+
+
+def _res(truth, boxes, ignore=NONE, shape=(100, 200)):
+    r = PictureResult("p", shape, np.asarray(truth, float).reshape(-1, 4), np.asarray(ignore, float).reshape(-1, 4),
+                      sorted(boxes, key=lambda b: -b.score), max((b.score for b in boxes), default=0.0))
+    r.hits = match_iou(r.boxes, r.truth, r.ignore)
+    return r
+
+
+def test_iou_matching_ignore_regions_and_duplicates():
+    r = _res([[10, 10, 40, 20]], [Box(11, 10, 40, 20, 0.9), Box(10, 11, 40, 20, 0.8), Box(100, 50, 30, 30, 0.7),
+                                  Box(150, 10, 20, 20, 0.6)], ignore=[[140, 0, 50, 40]])
+    assert r.hits == [1, 0, 0, -1]  # match, duplicate, false, on a bus
+
+
+def test_coco_ap_perfect_and_ignored_detections_do_not_count():
+    perfect = [_res([[10, 10, 40, 20]], [Box(10, 10, 40, 20, 0.9), Box(150, 10, 20, 20, 0.95)],
+                    ignore=[[140, 0, 50, 40]]),
+               _res([[60, 30, 80, 50]], [Box(60, 30, 80, 50, 0.8)])]
+    ap = coco_ap(perfect)
+    assert ap["ap50"] == pytest.approx(1.0) and ap["ap"] == pytest.approx(1.0) and ap["cars"] == 2
+    # Without the ignore region the 0.95 box is the best-scoring false positive.
+    ap2 = coco_ap([_res([[10, 10, 40, 20]], [Box(10, 10, 40, 20, 0.9), Box(150, 10, 20, 20, 0.95)])])
+    assert ap2["ap50"] < 0.6
+
+
+def test_coco_ap_counts_missed_cars_and_loose_boxes():
+    half = [_res([[10, 10, 40, 20], [100, 50, 40, 20]], [Box(10, 10, 40, 20, 0.9)])]
+    assert coco_ap(half)["ap50"] == pytest.approx(0.5, abs=0.01)
+    loose = [_res([[10, 10, 40, 20]], [Box(10, 10, 60, 20, 0.9)])]  # IoU 0.67: in AP50, not at 0.75+
+    a = coco_ap(loose)
+    assert a["ap50"] == pytest.approx(1.0) and a["ap"] < 0.5
+    assert coco_ap([_res([], [Box(1, 1, 5, 5, 0.5)])])["ap50"] is None  # no cars: nothing to score
+
+
+def test_detection_at_threshold_and_presence():
+    rs = [_res([[10, 10, 40, 20]], [Box(10, 10, 40, 20, 0.9), Box(100, 50, 30, 30, 0.4)]),
+          _res([], [Box(1, 1, 5, 5, 0.6)]), _res([[5, 5, 20, 20]], [])]
+    at = detection_at(rs, 0.5)
+    assert (at["tp"], at["fp"], at["cars"]) == (1, 1, 2) and at["precision"] == 0.5 and at["recall"] == 0.5
+    pr = presence(rs, 0.5)
+    assert pr["confusion"] == {"tp": 1, "fp": 1, "tn": 0, "fn": 1}
+
+
+def test_uiuc_window_from_a_box():
+    b = Box(20, 10, 96, 38.4, 0.9)  # the trainer's box is the window's inner 96%
+    w1 = uiuc_window(b, multiscale=False)
+    assert (w1.x, w1.y, w1.width, w1.height) == pytest.approx((18, 9.2, 100, 40))
+    wm = uiuc_window(Box(20, 10, 192, 76.8, 0.9), multiscale=True)
+    assert wm.width == pytest.approx(200) and wm.height == pytest.approx(80)
+
+
+def test_rescaled_scenes_scale_truth_with_the_picture():
+    scenes = {n: np.zeros((100, 200), np.uint8) for n in range(5)}
+    truth = {n: [(40, 60, 100)] for n in range(5)}
+    s, t = rescaled_scenes(scenes, truth)
+    assert s[0].shape == (50, 100) and t[0] == [(20, 30, 50)]
+    assert s[4].shape == (130, 260) and t[4] == [(52, 78, 130)]
