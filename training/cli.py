@@ -67,7 +67,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig(
         spec=args.spec, data_root=args.data_root, cache=args.cache, artifacts=args.artifacts,
-        run_name=args.run_name, epochs=args.epochs, per_epoch=args.per_epoch, size=args.size,
+        run_name=args.run_name, arch=args.arch, epochs=args.epochs, per_epoch=args.per_epoch, size=args.size,
         batch_size=args.batch_size, patience=args.patience, dense_epochs=args.dense_epochs, seed=args.seed,
         calibration_samples=args.calibration_samples, gate_points=args.gate_points,
         regress_points=args.regress_points, promote=args.promote, limit=args.limit, video=args.video,
@@ -212,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--run-name", default="", help="run directory name (default run-YYYYMMDD-HHMMSS)")
     t.add_argument("--epochs", type=positive_int, default=30, help="training epochs (early stopping may end sooner)")
     t.add_argument("--per-epoch", type=positive_int, default=1280, help="training pictures drawn per epoch")
+    t.add_argument("--arch", choices=["fpn", "plain"], default="fpn",
+                   help="fpn: stride-32 context brought back to the stride-8 heads; plain: the stride-8 trunk alone")
     t.add_argument("--size", type=int, default=256, choices=[128, 160, 192, 224, 256, 288, 320],
                    help="training canvas side (px)")
     t.add_argument("--batch-size", type=positive_int, default=32, help="batch size")

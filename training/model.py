@@ -36,6 +36,10 @@ class DetectorSpec:
     s32: int = 96
     fpn: int = 48
     head: int = 32
+    top_down: bool = True  # False: heads on the stride-8 trunk alone (the alternative the report compares)
+
+
+ARCHS = {"fpn": DetectorSpec(), "plain": DetectorSpec(top_down=False)}
 
 
 def _bn_relu(x, name: str):
@@ -75,16 +79,19 @@ def build_detector(spec: DetectorSpec = DetectorSpec(), height: int | None = Non
     x = _sep(x, spec.s4, "s4")
     x = _sep(x, spec.s8, "s8a", stride=2)
     c3 = _sep(x, spec.s8, "s8b")
-    x = _sep(c3, spec.s16, "s16a", stride=2)
-    c4 = _sep(x, spec.s16, "s16b")
-    x = _sep(c4, spec.s32, "s32a", stride=2)
-    x = _sep(x, spec.s32, "s32b")
-    c5 = _sep(x, spec.s32, "s32c")
-    p5 = _pw(c5, spec.fpn, "lat5")
-    p4 = layers.Add(name="td4")([_pw(c4, spec.fpn, "lat4"), layers.UpSampling2D(2, name="up5")(p5)])
-    p4 = _sep(p4, spec.fpn, "p4")
-    p3 = layers.Add(name="td3")([_pw(c3, spec.fpn, "lat3"), layers.UpSampling2D(2, name="up4")(p4)])
-    p3 = _sep(p3, spec.fpn, "p3")
+    if spec.top_down:
+        x = _sep(c3, spec.s16, "s16a", stride=2)
+        c4 = _sep(x, spec.s16, "s16b")
+        x = _sep(c4, spec.s32, "s32a", stride=2)
+        x = _sep(x, spec.s32, "s32b")
+        c5 = _sep(x, spec.s32, "s32c")
+        p5 = _pw(c5, spec.fpn, "lat5")
+        p4 = layers.Add(name="td4")([_pw(c4, spec.fpn, "lat4"), layers.UpSampling2D(2, name="up5")(p5)])
+        p4 = _sep(p4, spec.fpn, "p4")
+        p3 = layers.Add(name="td3")([_pw(c3, spec.fpn, "lat3"), layers.UpSampling2D(2, name="up4")(p4)])
+        p3 = _sep(p3, spec.fpn, "p3")
+    else:
+        p3 = _sep(c3, spec.fpn, "p3")
     h = _sep(p3, spec.head, "heat_head")
     heat = layers.Conv2D(HEAT_CHANNELS, 1, name="heat",
                          bias_initializer=keras.initializers.Constant(HEAT_PRIOR_BIAS))(h)

@@ -53,6 +53,7 @@ class TrainConfig:
     regress_points: float = 1.0
     promote: bool = False
     nms_iou: float = 0.45
+    arch: str = "fpn"  # training.model.ARCHS: "fpn" (default) or "plain" (the measured alternative)
     limit: int = 0  # at most this many pictures per source and split (0 = all): quick runs and tests
     frame_size: tuple[int, int] = (240, 320)  # height, width for MACs and latency figures
     video: str = ""  # a clip to annotate in the report ("" = none)
@@ -145,9 +146,9 @@ def fit_detector(cfg: TrainConfig, sources: dict[str, LoadedSource], weights: di
     import keras
 
     from training.losses import box_loss, heat_loss
-    from training.model import build_detector
+    from training.model import ARCHS, build_detector
 
-    model = build_detector()
+    model = build_detector(ARCHS[cfg.arch])
     steps = int(np.ceil(cfg.per_epoch / cfg.batch_size)) * cfg.epochs
     schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, steps, alpha=0.05)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss={"heat": heat_loss, "box": box_loss},
@@ -390,7 +391,7 @@ def _finish(cfg, run_name, root, work, spec, sources, model, history, best_epoch
     from edge.manifest import Calibration, Manifest
     from training import report as report_mod
     from training.calibrate import calibrate
-    from training.model import INPUT_MULTIPLE, build_detector, first_layer_params
+    from training.model import ARCHS, INPUT_MULTIPLE, build_detector, first_layer_params
 
     reps = calibration_pictures(cfg, sources)
     entries = export_models(cfg, model, work, reps)
@@ -409,7 +410,7 @@ def _finish(cfg, run_name, root, work, spec, sources, model, history, best_epoch
     )
     ph, pw = manifest.padded_size(fh, fw)
     manifest.extra["macs"] = {"input": [fh, fw], "padded_input": [ph, pw],
-                              "macs": convert.count_macs(lambda h, w: build_detector(height=h, width=w), ph, pw)}
+                              "macs": convert.count_macs(lambda h, w: build_detector(ARCHS[cfg.arch], h, w), ph, pw)}
     manifest.write()
 
     progress("evaluate: validation sets through edge (float, int8)")
