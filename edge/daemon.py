@@ -148,7 +148,7 @@ class Daemon:
             publisher = self.publisher
             if (new_cfg.events, new_cfg.mqtt, new_cfg.zones) != (self.cfg.events, self.cfg.mqtt, self.cfg.zones):
                 publisher = build_publishers(new_cfg, ["frame", *new_cfg.zones],
-                                             on_queue_depth=self.metrics.set_mqtt_queue_depth)
+                                             on_queue_depth=self.metrics.set_mqtt_queue_depth, start=False)
             source = None
             if new_cfg.source != self.cfg.source:
                 source = make_retrying_source(new_cfg.source, self.stop_event)
@@ -159,13 +159,14 @@ class Daemon:
             self.notifier.ready(status=f"reload failed: {exc}"[:200])
             return False
         old_pub = self.publisher if publisher is not self.publisher else None
+        if old_pub is not None:  # one owner of the MQTT queue file and client id at a time
+            old_pub.close()
+            publisher.start(drop_failed=True)
         # Presence survives the reload; zones it removed while occupied get their car_left.
         removed_left = decider.carry_over(self.pipeline.decider, time.time())
         self.pipeline = Pipeline(new_cfg, detector, decider, publisher, self.metrics, self.stats)
         self.pipeline.publish_events(removed_left)
         self.publisher = publisher
-        if old_pub is not None:
-            old_pub.close()
         if source is not None:
             assert self.source is not None
             self.source.close()

@@ -450,3 +450,45 @@ def test_sigterm_with_a_hung_broker_stops_within_2s_and_keeps_unacknowledged_eve
     after_pause = _events_in_file(tmp_path)[n_paused:]
     pending = _pending_in_queue(tmp_path)
     assert after_pause and all(e in pending for e in after_pause), "unacknowledged events were lost"
+
+
+def test_sighup_changing_mqtt_settings_with_events_pending_delivers_each_once_in_order(
+        trained_model_dir, tmp_path, mosquitto):
+    """Old and new MQTT publishers must never own the queue file (and client id) at the
+    same time: events queued and in flight during the reload reach the broker exactly once,
+    in order, and the broker never sees the client id taken over."""
+    from edge.config import load_config
+    from edge.daemon import Daemon
+    from edge.events import ARRIVED, Event
+    from tests.edge.test_publish_mqtt import Subscriber
+
+    def config(keepalive: int) -> Path:
+        return write_config(tmp_path / "c.toml", trained_model_dir, tmp_path, None, http={"enabled": False},
+                            mqtt={"enabled": True, "port": mosquitto.port, "topic_prefix": "cd-test",
+                                  "keepalive_s": keepalive, "queue_path": str(tmp_path / "mqtt-queue.jsonl")})
+
+    def event(i: int) -> Event:
+        return Event(kind=ARRIVED, zone="frame", time=1_700_000_000.0 + i, frame_id=i, score=0.9, box=None,
+                     dwell_s=None)
+
+    sub = Subscriber(mosquitto.port, ["cd-test/events"])
+    d = Daemon(load_config(config(30)), config_path=tmp_path / "c.toml")
+    try:
+        deadline = time.monotonic() + 10
+        while not d.publisher.publishers[1].connected:
+            assert time.monotonic() < deadline, "daemon never connected to the broker"
+            time.sleep(0.02)
+        for i in range(300):  # queued; most are still un-acknowledged when the reload starts
+            d.publisher.publish_event(event(i))
+        config(20)  # an MQTT setting changed: a new publisher, same queue file and client id
+        assert d.reload()
+        for i in range(300, 400):
+            d.publisher.publish_event(event(i))
+        sub.wait_for(lambda: len(sub.on("cd-test/events")) >= 400, timeout=30)
+        time.sleep(1.0)  # duplicates, if any, would arrive now
+    finally:
+        d.publisher.close()
+        sub.close()
+    got = [json.loads(m.payload)["frame_id"] for m in sub.on("cd-test/events")]
+    assert got == list(range(400)), f"{len(got)} received, {len(got) - len(set(got))} duplicates"
+    assert "already connected" not in mosquitto.log.read_text(), "client id taken over during the reload"
