@@ -123,8 +123,12 @@ class Daemon:
     def health(self) -> tuple[bool, dict]:
         age = time.monotonic() - self.last_frame_monotonic
         ok = age < self.cfg.watchdog.frame_timeout_s
-        return ok, {"ok": ok, "frames": self.frames, "seconds_since_last_frame": round(age, 3),
-                    "frame_timeout_s": self.cfg.watchdog.frame_timeout_s}
+        details = {"ok": ok, "frames": self.frames, "seconds_since_last_frame": round(age, 3),
+                   "frame_timeout_s": self.cfg.watchdog.frame_timeout_s}
+        failing = int(getattr(self.source, "consecutive_errors", 0))
+        if failing:  # say why frames stay away, not only that they do
+            details.update(source_error=getattr(self.source, "last_error", None), source_errors_in_a_row=failing)
+        return ok, details
 
     def snapshot_jpeg(self) -> bytes | None:
         from edge.snapshot import encode_snapshot_jpeg
@@ -228,10 +232,9 @@ class Daemon:
                 t0 = time.perf_counter()
                 try:
                     frame = self.source.read()
-                except SourceExhausted:
-                    log.info("source finished")
-                    break
-                frame.capture_wait_s = time.perf_counter() - t0
+                except SourceExhausted as exc:
+                    return self._source_finished(exc)  # the finally below still shuts down
+                frame.capture_wait_s = time.perf_counter() - t0  # its one owner: sees back-offs too
                 self._count_dropped(frame.timestamp_ns)
                 self._count_camera_errors()
                 self.pipeline.process(frame)
@@ -250,6 +253,20 @@ class Daemon:
                     break
         finally:
             self.shutdown()
+        return 0
+
+    def _source_finished(self, exc: SourceExhausted) -> int:
+        """Say how a finite source ended; 1 when it gave no frame at all.
+
+        An empty or unreadable video must not look like a successful replay to a script or
+        to systemd. A stop (SIGTERM while the camera was failing) is not an ending to report.
+        """
+        if self.stop_event.is_set():
+            return 0
+        if self.frames == 0:
+            log.error("source finished without a single frame", extra={"reason": str(exc), "frames": 0})
+            return 1
+        log.info("source finished", extra={"reason": str(exc), "frames": self.frames})
         return 0
 
     def _count_camera_errors(self) -> None:
