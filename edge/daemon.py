@@ -123,8 +123,12 @@ class Daemon:
     def health(self) -> tuple[bool, dict]:
         age = time.monotonic() - self.last_frame_monotonic
         ok = age < self.cfg.watchdog.frame_timeout_s
-        return ok, {"ok": ok, "frames": self.frames, "seconds_since_last_frame": round(age, 3),
-                    "frame_timeout_s": self.cfg.watchdog.frame_timeout_s}
+        details = {"ok": ok, "frames": self.frames, "seconds_since_last_frame": round(age, 3),
+                   "frame_timeout_s": self.cfg.watchdog.frame_timeout_s}
+        failing = int(getattr(self.source, "consecutive_errors", 0))
+        if failing:  # say why frames stay away, not only that they do
+            details.update(source_error=getattr(self.source, "last_error", None), source_errors_in_a_row=failing)
+        return ok, details
 
     def snapshot_jpeg(self) -> bytes | None:
         from edge.snapshot import encode_snapshot_jpeg
@@ -148,7 +152,7 @@ class Daemon:
             publisher = self.publisher
             if (new_cfg.events, new_cfg.mqtt, new_cfg.zones) != (self.cfg.events, self.cfg.mqtt, self.cfg.zones):
                 publisher = build_publishers(new_cfg, ["frame", *new_cfg.zones],
-                                             on_queue_depth=self.metrics.set_mqtt_queue_depth)
+                                             on_queue_depth=self.metrics.set_mqtt_queue_depth, start=False)
             source = None
             if new_cfg.source != self.cfg.source:
                 source = make_retrying_source(new_cfg.source, self.stop_event)
@@ -159,13 +163,14 @@ class Daemon:
             self.notifier.ready(status=f"reload failed: {exc}"[:200])
             return False
         old_pub = self.publisher if publisher is not self.publisher else None
+        if old_pub is not None:  # one owner of the MQTT queue file and client id at a time
+            old_pub.close()
+            publisher.start(drop_failed=True)
         # Presence survives the reload; zones it removed while occupied get their car_left.
         removed_left = decider.carry_over(self.pipeline.decider, time.time())
         self.pipeline = Pipeline(new_cfg, detector, decider, publisher, self.metrics, self.stats)
         self.pipeline.publish_events(removed_left)
         self.publisher = publisher
-        if old_pub is not None:
-            old_pub.close()
         if source is not None:
             assert self.source is not None
             self.source.close()
@@ -227,10 +232,9 @@ class Daemon:
                 t0 = time.perf_counter()
                 try:
                     frame = self.source.read()
-                except SourceExhausted:
-                    log.info("source finished")
-                    break
-                frame.capture_wait_s = time.perf_counter() - t0
+                except SourceExhausted as exc:
+                    return self._source_finished(exc)  # the finally below still shuts down
+                frame.capture_wait_s = time.perf_counter() - t0  # its one owner: sees back-offs too
                 self._count_dropped(frame.timestamp_ns)
                 self._count_camera_errors()
                 self.pipeline.process(frame)
@@ -249,6 +253,20 @@ class Daemon:
                     break
         finally:
             self.shutdown()
+        return 0
+
+    def _source_finished(self, exc: SourceExhausted) -> int:
+        """Say how a finite source ended; 1 when it gave no frame at all.
+
+        An empty or unreadable video must not look like a successful replay to a script or
+        to systemd. A stop (SIGTERM while the camera was failing) is not an ending to report.
+        """
+        if self.stop_event.is_set():
+            return 0
+        if self.frames == 0:
+            log.error("source finished without a single frame", extra={"reason": str(exc), "frames": 0})
+            return 1
+        log.info("source finished", extra={"reason": str(exc), "frames": self.frames})
         return 0
 
     def _count_camera_errors(self) -> None:

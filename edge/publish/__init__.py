@@ -61,6 +61,20 @@ class MultiPublisher(Publisher):
             except Exception:
                 log.exception("%s.%s failed", type(pub).__name__, what)
 
+    def start(self, drop_failed: bool = False) -> None:
+        """Start each publisher. drop_failed (a reload, after the old publishers are closed):
+        one that cannot start is logged and left out, so the others, the events file above
+        all, keep recording; otherwise (daemon start) the error ends the start-up."""
+        for pub in list(self.publishers):
+            try:
+                pub.start()
+            except Exception as exc:
+                if not drop_failed:
+                    raise
+                log.error("%s cannot start (%s); it stays off until the config is fixed and "
+                          "reloaded", type(pub).__name__, exc)
+                self.publishers.remove(pub)
+
     def publish_event(self, event: Event) -> None:
         self._each("publish_event", event)
 
@@ -83,11 +97,12 @@ class MultiPublisher(Publisher):
                 log.exception("%s.close failed", type(pub).__name__)
 
 
-def build_publishers(cfg: Config, zones: list[str],
-                     on_queue_depth: Callable[[int], None] | None = None) -> MultiPublisher:
+def build_publishers(cfg: Config, zones: list[str], on_queue_depth: Callable[[int], None] | None = None,
+                     start: bool = True) -> MultiPublisher:
     """The publishers the config asks for: the events file always, MQTT when enabled.
 
     on_queue_depth: told the number of events waiting for the broker whenever it changes.
+    start=False: checked and built, not started (see Publisher.start); for a reload.
     """
     from edge.publish.events_file import EventsFilePublisher
 
@@ -96,11 +111,18 @@ def build_publishers(cfg: Config, zones: list[str],
         from edge.publish.mqtt import MqttPublisher
 
         try:
-            pubs.append(MqttPublisher(cfg.mqtt, zones, on_queue_depth=on_queue_depth))
+            pubs.append(MqttPublisher(cfg.mqtt, zones, on_queue_depth=on_queue_depth, start=False))
         except BaseException:
             pubs[0].close()
             raise
-    return MultiPublisher(pubs)
+    multi = MultiPublisher(pubs)
+    if start:
+        try:
+            multi.start()
+        except BaseException:
+            multi.close()
+            raise
+    return multi
 
 
 __all__ = ["MultiPublisher", "PublishSetupError", "Publisher", "build_publishers"]

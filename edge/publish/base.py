@@ -21,6 +21,11 @@ class Publisher(abc.ABC):
     """Receives events and state; must never block the frame loop for long or raise on a
     transient outage (queue and retry instead)."""
 
+    def start(self) -> None:  # noqa: B027
+        """Take what only one publisher may hold at a time (the MQTT queue file, its client
+        id on the broker). build_publishers starts what it builds; a reload starts the new
+        publishers only after closing the old ones. Default: nothing to take."""
+
     @abc.abstractmethod
     def publish_event(self, event: Event) -> None:
         """Deliver one presence event (at least once)."""

@@ -59,6 +59,11 @@ class MqttPublisher(Publisher):
     retrying with exponential backoff (reconnect_min_s doubling up to reconnect_max_s).
     `on_queue_depth(n)` is called whenever the number of unacknowledged events changes
     (the daemon points it at its Prometheus gauge).
+
+    With start=False the publisher is checked and built but owns nothing yet: no queue file
+    open, no connection. A SIGHUP reload builds the new one that way, closes the old one, and
+    only then calls start(): two publishers sharing the queue file and client id would replay
+    each other's events (duplicates, out of order) and knock each other off the broker.
     """
 
     def __init__(
@@ -69,6 +74,7 @@ class MqttPublisher(Publisher):
         reconnect_min_s: int = 1,
         reconnect_max_s: int = 30,
         on_queue_depth: Callable[[int], None] | None = None,
+        start: bool = True,
     ) -> None:
         self.cfg = cfg
         self._on_queue_depth = on_queue_depth
@@ -87,6 +93,7 @@ class MqttPublisher(Publisher):
         self._dirty_states: set[str] = set()
         self._stats: bytes | None = None
         self._stats_dirty = False
+        self._started = False
         self._closed = False
         self._stop = False
         self._connect_fail_logged = False
@@ -94,12 +101,22 @@ class MqttPublisher(Publisher):
         self._last_drop_log = 0.0
 
         self._queue = DiskQueue(Path(cfg.queue_path), cfg.queue_max)
-        self._note_dropped(self._queue.open())
-        self._report_depth()
+        self._queue.check()
         self._client = self._make_client(reconnect_min_s, reconnect_max_s)
         self._sender = threading.Thread(target=self._run_sender, name="mqtt-sender", daemon=True)
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Take the queue file (sending its backlog) and connect; once."""
+        with self._cond:
+            if self._started or self._closed:
+                raise RuntimeError("MqttPublisher.start() twice or after close()")
+            self._note_dropped(self._queue.open())
+            self._report_depth()
+            self._started = True
         self._sender.start()
-        self._client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
+        self._client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
         self._client.loop_start()
 
     def _make_client(self, reconnect_min_s: int, reconnect_max_s: int) -> mqtt.Client:
@@ -124,8 +141,8 @@ class MqttPublisher(Publisher):
     def publish_event(self, event: Event) -> None:
         msg = event.to_dict()
         with self._cond:
-            if self._closed:
-                raise RuntimeError("MqttPublisher.publish_event after close()")
+            if self._closed or not self._started:
+                raise RuntimeError("MqttPublisher.publish_event before start() or after close()")
             dropped = self._queue.append(msg)
             self._note_dropped(dropped)
             self._report_depth()
@@ -185,6 +202,8 @@ class MqttPublisher(Publisher):
                 return
             self._closed = True
             connected = self._ready
+            if not self._started:  # built but never started: owns nothing
+                return
         deadline = time.monotonic() + timeout_s
 
         def left(keep: float = 0.0) -> float:

@@ -51,9 +51,18 @@ class DiskQueue:
     _done_lines: int = 0
     _disk_ok: bool = True
 
+    def check(self) -> None:
+        """What open() will need, without touching the file: a SIGHUP reload checks the new
+        queue path before the running publisher gives up its queue."""
+        prepare_file_path(self.path, "MQTT queue file", "mqtt.queue_path", "/var/lib/car-detector/mqtt-queue.jsonl")
+        if self.path.exists() and not os.access(self.path, os.R_OK | os.W_OK):
+            raise self._setup_error("read and write it", PermissionError(13, "Permission denied"))
+        if not os.access(self.path.parent, os.W_OK | os.X_OK):  # compaction: tmp + rename
+            raise self._setup_error(f"create files in {self.path.parent}", PermissionError(13, "Permission denied"))
+
     def open(self) -> list[QueuedEvent]:
         """Load the backlog a previous run left; returns the items dropped by max_items."""
-        prepare_file_path(self.path, "MQTT queue file", "mqtt.queue_path", "/var/lib/car-detector/mqtt-queue.jsonl")
+        self.check()
         bad = self._load()
         if bad:
             log.warning("MQTT queue %s: skipped %d unreadable line(s) (torn write?)", self.path, bad)

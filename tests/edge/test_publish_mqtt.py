@@ -452,3 +452,34 @@ def test_close_with_a_hung_broker_keeps_its_budget_and_the_events(mosquitto: Bro
         mosquitto.kill()
     assert took < CLOSE_TIMEOUT_S + 0.2, f"close took {took:.2f} s"
     assert [r["msg"]["frame_id"] for r in queue_lines(cfg)] == [0, 1, 2, 3, 4]
+
+
+def test_a_publisher_built_unstarted_owns_nothing_until_start(mosquitto: Broker, tmp_path: Path) -> None:
+    """What a reload relies on: the new publisher is checked and built while the old one
+    still owns the queue file and the client id, and takes them only in start()."""
+    cfg = make_cfg(mosquitto.port, tmp_path)
+    old = MqttPublisher(cfg, [])
+    old.close()  # leaves an empty queue file behind
+    Path(cfg.queue_path).write_text(json.dumps({"seq": 0, "msg": make_event(0).to_dict()}) + "\n")
+    before = Path(cfg.queue_path).read_bytes()
+    sub = Subscriber(mosquitto.port, [f"{PREFIX}/events"])
+    pub = MqttPublisher(cfg, [], start=False)
+    try:
+        time.sleep(0.3)
+        assert not pub.connected and sub.events() == []
+        assert Path(cfg.queue_path).read_bytes() == before
+        with pytest.raises(RuntimeError, match="before start"):
+            pub.publish_event(make_event(1))
+        pub.start()
+        pub.publish_event(make_event(1))
+        assert [e["frame_id"] for e in sub.wait_events(2)] == [0, 1]
+    finally:
+        pub.close()
+        sub.close()
+
+
+def test_an_unusable_queue_path_is_refused_before_start(tmp_path: Path) -> None:
+    """A reload learns about a bad new queue path while the old publisher still runs."""
+    (tmp_path / "q.jsonl").mkdir()
+    with pytest.raises(PublishSetupError, match=r"mqtt\.queue_path"):
+        MqttPublisher(make_cfg(free_port(), tmp_path, queue_path=str(tmp_path / "q.jsonl")), [], start=False)
