@@ -48,10 +48,12 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from edge.detector import detect_picture
+    from edge.events import Box
     from edge.model import ScoreMapModel
     from edge.pictures import Picture, pictures
 
     model = ScoreMapModel.load(args.model, runtime=args.runtime, precision=args.precision)
+    pyramid = [float(s) for s in args.scales.split(",")]
     thr = args.threshold if args.threshold is not None else model.manifest.threshold
     zones = _zones(args.config) if args.config else None
     save = Path(args.save) if args.save else None
@@ -63,44 +65,51 @@ def cmd_detect(args: argparse.Namespace) -> int:
             print(json.dumps({"image": item[0], "error": item[1]}), flush=True)
             status = 1
             continue
-        boxes, top = detect_picture(model, item.image, thr, model.manifest.nms_iou, [float(s) for s in args.scales.split(",")])
-        k = 1.0 / item.scale
-        boxes = [type(b)(b.x * k, b.y * k, b.width * k, b.height * k, b.score) for b in boxes]
+        try:
+            found, top = detect_picture(model, item.image, thr, model.manifest.nms_iou, pyramid)
+        except (RuntimeError, ValueError, MemoryError) as exc:  # this picture only; the batch goes on
+            print(json.dumps({"image": item.label, "error": f"detection failed: {exc}"}), flush=True)
+            status = 1
+            continue
+        sx, sy = item.width / item.image.shape[1], item.height / item.image.shape[0]  # read -> original pixels
+        boxes = [Box(b.x * sx, b.y * sy, b.width * sx, b.height * sy, b.score) for b in found]
         print(json.dumps({
             "image": item.label, "width": item.width, "height": item.height, "car": bool(boxes),
             "top_score": round(top, 4), "threshold": thr, "boxes": [b.to_dict() for b in boxes],
         }), flush=True)
         if save:
-            _save_annotated(save, n, item, boxes, zones)
+            _save_annotated(save, n, item, found, zones)
     return status
 
 
-def _zones(config_path: str) -> tuple[tuple[int, int], dict[str, tuple[int, int, int, int]]]:
-    """Zones of a daemon config, with the processing size they are expressed in."""
+def _zones(config_path: str) -> tuple[tuple[int, int], dict[str, tuple[float, float, float, float]]]:
+    """Zones of a daemon config in the camera frame's pixels, with that frame's size: zones are
+    written in processing pixels, i.e. after `processing.crop` and the resize, so map them back
+    through both before scaling them onto a picture."""
     from edge.config import load_config
 
     cfg = load_config(config_path)
-    return (cfg.processing.width, cfg.processing.height), {n: (z.x, z.y, z.width, z.height) for n, z in cfg.zones.items()}
+    p, src = cfg.processing, cfg.source
+    cx, cy, cw, ch = p.crop or (0, 0, src.width, src.height)
+    kx, ky = cw / p.width, ch / p.height
+    return (src.width, src.height), {n: (cx + z.x * kx, cy + z.y * ky, z.width * kx, z.height * ky)
+                                     for n, z in cfg.zones.items()}
 
 
 def _save_annotated(folder, n: int, pic, boxes, zones) -> None:
-    """`--save`: the original-size picture with boxes, scores and (scaled) zones drawn on it."""
-    import numpy as np
-    from PIL import Image
-
+    """`--save`: the picture as read (at most MAX_SIDE on its longer side, so a 10000x10000
+    photo never needs its full size in memory again) with the boxes as found on it, scores
+    and the zones scaled to it."""
     from edge.snapshot import annotate
 
-    img = pic.image
-    k = 1.0 / pic.scale
-    if k != 1.0:  # draw at the original size, as the boxes are reported
-        img = np.asarray(Image.fromarray(img).resize((pic.width, pic.height), Image.BILINEAR))
     drawn = None
     if zones:
         (pw, ph), zs = zones
-        sx, sy = pic.width / pw, pic.height / ph
-        drawn = {name: (x * sx, y * sy, w * sx, h * sy) for name, (x, y, w, h) in zs.items()}
+        h, w = pic.image.shape
+        sx, sy = w / pw, h / ph
+        drawn = {name: (x * sx, y * sy, zw * sx, zh * sy) for name, (x, y, zw, zh) in zs.items()}
     stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in pic.label.rsplit("/", 1)[-1])
-    annotate(img, boxes, drawn).save(folder / f"{n:05d}_{stem}.jpg", quality=90)
+    annotate(pic.image, boxes, drawn).save(folder / f"{n:05d}_{stem}.jpg", quality=90)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

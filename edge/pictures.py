@@ -12,6 +12,8 @@ directly), so a 10000x10000 photo never needs gigabytes.
 from __future__ import annotations
 
 import glob
+import re
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,53 +38,70 @@ class Picture:
     width: int  # original size
     height: int
 
-    @property
-    def scale(self) -> float:
-        """Read pixels per original pixel (1.0 unless scaled down on read)."""
-        return self.image.shape[1] / self.width
-
 
 def read_picture(path: Path, max_side: int = MAX_SIDE, max_pixels: int = MAX_PIXELS) -> Picture:
     try:
-        with Image.open(path) as im:
-            w, h = im.size
-            if w * h > max_pixels:
-                raise PictureError(f"{w}x{h} = {w * h / 1e6:.0f} M pixels is over the {max_pixels / 1e6:.0f} M pixel "
-                                   "limit (a decompression bomb, or a picture far larger than a camera frame)")
-            k = min(1.0, max_side / max(w, h))
-            if k < 1.0:
-                im.draft("L", (max(1, int(w * k)), max(1, int(h * k))))  # JPEG: decode at a reduced size
-            g = im.convert("L")
-            if k < 1.0:
-                g = g.resize((max(1, round(w * k)), max(1, round(h * k))), Image.BILINEAR)
-            return Picture(str(path), np.asarray(g, dtype=np.uint8), w, h)
+        with warnings.catch_warnings():
+            # Pillow warns above its own 89 M pixel default and refuses above twice that; our
+            # MAX_PIXELS is the limit we state, so its warning is noise and its refusal is ours.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise PictureError(_over_limit(f"{w}x{h} = {w * h / 1e6:.0f} M pixels", max_pixels))
+                k = min(1.0, max_side / max(w, h))
+                if k < 1.0:
+                    im.draft("L", (max(1, int(w * k)), max(1, int(h * k))))  # JPEG: decode at a reduced size
+                g = im.convert("L")
+                if k < 1.0:
+                    g = g.resize((max(1, round(w * k)), max(1, round(h * k))), Image.BILINEAR)
+                return Picture(str(path), np.asarray(g, dtype=np.uint8), w, h)
     except PictureError:
         raise
-    except Image.DecompressionBombError as exc:
-        raise PictureError(str(exc)) from None
+    except Image.DecompressionBombError as exc:  # Pillow's check in Image.open, above 2 x its default
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        what = f"{int(found.group(1)) / 1e6:.0f} M pixels" if found else "the picture"
+        raise PictureError(_over_limit(what, max_pixels)) from None
     except (OSError, ValueError, UnidentifiedImageError, SyntaxError) as exc:
         raise PictureError(f"cannot read picture: {exc}") from None
+
+
+def _over_limit(what: str, max_pixels: int) -> str:
+    return (f"{what} is over the {max_pixels / 1e6:.0f} M pixel limit (MAX_PIXELS; a decompression bomb, or a "
+            "picture far larger than a camera frame): not decoded")
 
 
 def video_frames(path: Path, every: int = 1) -> Iterator[Picture]:
     import av
 
+    n = 0
     try:
         with av.open(str(path)) as c:
+            if not c.streams.video:
+                raise PictureError("cannot read video: the file has no video stream")
             for i, frame in enumerate(c.decode(video=0)):
+                n += 1
                 if i % every == 0:
                     img = frame.to_ndarray(format="gray")
                     yield Picture(f"{path}#frame={i}", img, img.shape[1], img.shape[0])
     except (av.error.FFmpegError, OSError) as exc:
-        raise PictureError(f"cannot read video: {exc}") from None
+        raise PictureError(f"cannot read video{f' after {n} frames' if n else ''}: {exc}") from None
+    if n == 0:
+        raise PictureError("video has no frames")
+
+
+def _folder(folder: Path) -> list[Path]:
+    return sorted(f for f in folder.rglob("*")
+                  if f.suffix.lower() in PICTURE_SUFFIXES | VIDEO_SUFFIXES and f.is_file())
 
 
 def expand(inputs: list[str]) -> Iterator[tuple[str, Path | None, str | None]]:
-    """(label, path, error) per input file: folders recurse in name order, globs expand."""
+    """(label, path, error) per input file: folders (also those a glob matches) recurse in name
+    order, globs expand."""
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.suffix.lower() in PICTURE_SUFFIXES | VIDEO_SUFFIXES)
+            files = _folder(p)
             if not files:
                 yield item, None, "folder holds no pictures or videos"
             for f in files:
@@ -94,7 +113,10 @@ def expand(inputs: list[str]) -> Iterator[tuple[str, Path | None, str | None]]:
             if not matches:
                 yield item, None, "no file matches this pattern"
             for m in matches:
-                yield m, Path(m), None
+                if Path(m).is_dir():
+                    yield from ((str(f), f, None) for f in _folder(Path(m)))
+                else:
+                    yield m, Path(m), None
         else:
             yield item, None, "no such file or folder"
 

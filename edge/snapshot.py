@@ -37,7 +37,9 @@ def annotate(image: np.ndarray, boxes: Sequence[Box], zones: Zones | None = None
     draw = ImageDraw.Draw(pic)
     w, h = pic.size
     for name, (zx, zy, zw, zh) in (zones or {}).items():
-        draw.rectangle((zx, zy, zx + zw - 1, zy + zh - 1), outline=ZONE_COLOUR, width=1)
+        # max(): a zone scaled down onto a small picture can be under a pixel wide, and Pillow
+        # refuses a rectangle whose far corner lies before its near one.
+        draw.rectangle((zx, zy, max(zx, zx + zw - 1), max(zy, zy + zh - 1)), outline=ZONE_COLOUR, width=1)
         draw.text((zx + 2, zy + 2), name, fill=ZONE_COLOUR)
     for box in boxes:
         x0 = max(0.0, box.x)

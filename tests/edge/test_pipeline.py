@@ -53,59 +53,78 @@ def test_stages_are_all_timed(trained_model_dir, tmp_path):
     assert res.frame_age_s >= 0.005
 
 
-def test_zone_classified_from_its_own_crop(trained_model_dir, cardata, tmp_path):
-    zones = {"space1": {"x": 100, "y": 100, "width": 100, "height": 40, "classify": True},
-             "space2": {"x": 0, "y": 0, "width": 100, "height": 40, "classify": True}}
-    pipe, pub = make(trained_model_dir, tmp_path, zones=zones)
+def crop_score(zc, name: str, img: np.ndarray) -> float:
+    """The best calibrated car-centre score on the zone's own crop, run through its model."""
+    x, y, w, h = zc.zones[name]
+    m = zc.models[name]
+    return float(m.scores(np.asarray(m.invoke_raw(np.ascontiguousarray(img[y : y + h, x : x + w])).heat.max())))
+
+
+def count_invokes(zc) -> dict[str, list[tuple[int, int]]]:
+    """Wrap each zone's model; the returned lists grow by the crop shape of each invoke."""
+    calls: dict[str, list[tuple[int, int]]] = {}
+    for name, m in zc.models.items():
+        calls[name] = []
+        real = m.invoke_raw
+
+        def counted(image, real=real, seen=calls[name]):
+            seen.append(image.shape)
+            return real(image)
+
+        m.invoke_raw = counted
+    return calls
+
+
+ZONES = {"space1": {"x": 100, "y": 100, "width": 100, "height": 40, "classify": True},
+         "space2": {"x": 0, "y": 0, "width": 100, "height": 40, "classify": True},
+         "lane": {"x": 0, "y": 150, "width": 320, "height": 90}}
+
+
+def test_each_classify_zone_gets_a_model_sized_to_its_crop(trained_model_dir, tmp_path):
+    pipe, _ = make(trained_model_dir, tmp_path, zones=ZONES)
     zc = pipe.zone_classifier
-    assert zc is not None
+    assert zc is not None and set(zc.models) == {"space1", "space2"}  # only classify = true zones
+    for m in zc.models.values():
+        assert m.input_size == m.manifest.padded_size(40, 100)
+    assert zc.models["space1"] is not zc.models["space2"] is not pipe.detector.models[0]
+    assert zc.threshold == pipe.detector.threshold
+
+
+def test_zone_classified_from_its_own_crop(trained_model_dir, cardata, tmp_path):
+    pipe, pub = make(trained_model_dir, tmp_path, zones=ZONES)
+    zc = pipe.zone_classifier
     img = car_frame(cardata)
-    s_car = zc.model.score_windows(img[None, 100:140, 100:200])[0]
-    s_empty = zc.model.score_windows(img[None, 0:40, 0:100])[0]
-    assert s_car > s_empty  # a real car window vs flat grey, even after 3 epochs
+    s_car, s_empty = crop_score(zc, "space1", img), crop_score(zc, "space2", img)
+    assert s_car > s_empty  # a real car vs flat grey
     zc.threshold = (s_car + s_empty) / 2
     hits = zc.classify(img)
-    assert hits["space2"] is None
+    assert hits["space2"] is None and set(hits) == {"space1", "space2"}
     assert hits["space1"] is not None and hits["space1"].score == pytest.approx(s_car, abs=1e-6)
-    assert (hits["space1"].x, hits["space1"].y, hits["space1"].width) == (100, 100, 100)
+    assert (hits["space1"].x, hits["space1"].y, hits["space1"].width, hits["space1"].height) == (100, 100, 100, 40)
     # Force the crop path: the box search finds nothing (threshold above any score), so only
-    # the zone classifier can see the car; count its calls.
+    # the zone classifier can see the car; count its invokes, each on its zone's own crop.
     pipe.detector.threshold = 1.01
-    calls = count_calls(zc)
+    calls = count_invokes(zc)
     for i in range(3):
         res = pipe.process(Frame(img, time.monotonic_ns(), i))
-        assert res.boxes == []
-    assert len(calls) == 3  # once per inferred frame
-    arrived = [e.zone for e in pub.events if e.kind == "car_arrived"]
-    assert arrived == ["space1"]
-
-
-def count_calls(zc) -> list[int]:
-    """Wrap ZoneClassifier.classify; the returned list grows by one per call."""
-    calls: list[int] = []
-    real = zc.classify
-
-    def counted(image):
-        calls.append(1)
-        return real(image)
-
-    zc.classify = counted
-    return calls
+        assert res.boxes == [] and res.inferred
+    assert calls == {"space1": [(40, 100)] * 3, "space2": [(40, 100)] * 3}  # once per zone per inferred frame
+    assert [e.zone for e in pub.events if e.kind == "car_arrived"] == ["space1"]
 
 
 def test_zone_classifier_runs_on_inferred_frames_only(trained_model_dir, cardata, tmp_path):
     """Motion gate on: frames it skips keep the previous zone decision instead of classifying."""
-    zones = {"space1": {"x": 100, "y": 100, "width": 100, "height": 40, "classify": True}}
+    zones = {"space1": ZONES["space1"]}
     pipe, pub = make(trained_model_dir, tmp_path, zones=zones,
                      motion={"enabled": True, "threshold": 2.0, "max_skip_s": 60.0})
     zc = pipe.zone_classifier
     img = car_frame(cardata)
-    zc.threshold = float(zc.model.score_windows(img[None, 100:140, 100:200])[0]) - 1e-3
+    zc.threshold = crop_score(zc, "space1", img) - 1e-6
     pipe.detector.threshold = 1.01
-    calls = count_calls(zc)
+    calls = count_invokes(zc)
     inferred = [pipe.process(Frame(img if i < 4 else 255 - img, time.monotonic_ns(), i)).inferred for i in range(5)]
     assert inferred == [True, False, False, False, True]
-    assert len(calls) == 2
+    assert len(calls["space1"]) == 2
     assert [e.zone for e in pub.events if e.kind == "car_arrived"] == ["space1"]  # skipped frames count too
 
 
