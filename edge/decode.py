@@ -37,14 +37,14 @@ def peak_boxes(
     out = np.empty((rows.size, 5), dtype=np.float64)
     out[:, :4] = decode_cells(rows, cols, box_values(box_raw[rows, cols]), stride) / scale
     out[:, 4] = scores(heat_raw[rows, cols])
-    if clip is not None:
+    if clip is not None:  # cars cut by the border: keep the part inside the frame
         h, w = clip
-        x2 = np.minimum(out[:, 0] + out[:, 2], w)
-        y2 = np.minimum(out[:, 1] + out[:, 3], h)
-        out[:, 0] = np.maximum(out[:, 0], 0)
-        out[:, 1] = np.maximum(out[:, 1], 0)
-        out[:, 2] = np.maximum(x2 - out[:, 0], 0)
-        out[:, 3] = np.maximum(y2 - out[:, 1], 0)
+        x1 = np.clip(out[:, 0], 0, w)
+        y1 = np.clip(out[:, 1], 0, h)
+        out[:, 2] = np.clip(out[:, 0] + out[:, 2], 0, w) - x1
+        out[:, 3] = np.clip(out[:, 1] + out[:, 3], 0, h) - y1
+        out[:, 0], out[:, 1] = x1, y1
+        out = out[(out[:, 2] > 0) & (out[:, 3] > 0)]
     return out
 
 

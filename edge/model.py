@@ -42,7 +42,9 @@ def dequantise(raw: np.ndarray, spec: TensorSpec) -> np.ndarray:
 
 @dataclass
 class RawOutputs:
-    """One invoke's outputs, as the runtime returned them (copied out of the interpreter)."""
+    """One invoke's outputs, as the runtime returned them (copied out of the interpreter),
+    cut to the cells whose centre lies in the picture: the padding's cells only repeat the
+    border and must neither add boxes nor raise the top score."""
 
     heat: np.ndarray  # (H', W') raw
     box: np.ndarray  # (H', W', 4) raw
@@ -122,8 +124,10 @@ class ScoreMapModel:
         self.set_input_size(*image.shape)  # a no-op when the size is unchanged
         self._write_input(image)
         self.interpreter.invoke()
-        heat = self.interpreter.get_tensor(self._out_index["heat"])[0, :, :, 0].copy()
-        box = self.interpreter.get_tensor(self._out_index["box"])[0].copy()
+        st = self.manifest.stride
+        rows, cols = -(-image.shape[0] // st), -(-image.shape[1] // st)  # cells with a centre inside
+        heat = self.interpreter.get_tensor(self._out_index["heat"])[0, :rows, :cols, 0].copy()
+        box = self.interpreter.get_tensor(self._out_index["box"])[0, :rows, :cols].copy()
         return RawOutputs(heat, box)
 
     def heat_logits(self, raw: np.ndarray) -> np.ndarray:

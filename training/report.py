@@ -99,10 +99,11 @@ def _draw(img: np.ndarray, truth, ignore, boxes, threshold: float, width: int = 
     d = ImageDraw.Draw(im)
     for colour, arr in ((IGNORE, ignore), (TRUTH, truth)):
         for x, y, w, h in arr:
-            d.rectangle([x, y, x + w - 1, y + h - 1], outline=colour, width=width)
+            d.rectangle([x, y, x + max(w - 1, 0), y + max(h - 1, 0)], outline=colour, width=width)
     for b in boxes:
         if b.score >= threshold:
-            d.rectangle([b.x, b.y, b.x + b.width - 1, b.y + b.height - 1], outline=PRED, width=max(1, width - 1))
+            d.rectangle([b.x, b.y, b.x + max(b.width - 1, 0), b.y + max(b.height - 1, 0)], outline=PRED,
+                        width=max(1, width - 1))
             d.text((b.x + 2, b.y + 1), f"{b.score:.2f}", fill=PRED)
     return im
 
