@@ -8,7 +8,7 @@ is pisim/ and `import edge` finds the installed package, not the checkout.
 
 Subcommands:
   frames   decode N frames of a video on the host into frames.npz + PNGs (the replay input)
-  infer    raw int8 score maps for frames.npz with one runtime; writes NPZ + JSON facts
+  infer    raw int8 outputs (heat and box maps) for frames.npz with one runtime; NPZ + JSON facts
   macs     multiply-accumulates per invoke at a given input size, counted from the .tflite
   config   a daemon config that replays the PNGs with the events going to a file
   report   compare everything, print the table, write report.json; exit 1 on any mismatch
@@ -36,6 +36,8 @@ PI_FLOORS = {
 CPU_PARTS = {"0xd08": "pi4 (Cortex-A72)", "0xd0b": "pi5 (Cortex-A76)"}
 AT_HWCAP = 16
 HWCAP_ASIMDDP = 1 << 20  # arm64 dot-product instructions (Pi 5 has them, Pi 4 does not)
+REF_PREFIX = "ref_"  # infer NPZ: "heat", "box" = the runtime's kernels; "ref_heat", "ref_box" = BUILTIN_REF
+VERDICTS = ("identical", "bounded", "DIFFERS")  # best first: a run's verdict is its worst output's
 
 
 class CompareError(RuntimeError):
@@ -121,6 +123,7 @@ def runtime_facts() -> dict[str, Any]:
 
 def cmd_infer(args: argparse.Namespace) -> int:
     import edge
+    from edge.manifest import OUTPUT_NAMES
     from edge.model import ScoreMapModel
 
     edge_file = str(Path(edge.__file__).resolve())
@@ -129,16 +132,25 @@ def cmd_infer(args: argparse.Namespace) -> int:
             f"edge was imported from {edge_file}, not from the installed wheel; "
             "run compare.py as a script from outside the checkout"
         )
-    from edge.preprocess import pyramid
+    from edge.preprocess import scaled
 
     frames = np.load(args.frames)["frames"]
     model = ScoreMapModel.load(args.model, runtime=args.runtime, num_threads=1, precision="int8")
     mf = model.manifest
-    # Exactly what the detector feeds the model at scale 1: the frame, edge-padded.
-    inputs = [pyramid(f, [1.0], mf.pad_rows, mf.pad_cols)[0].image for f in frames]
+    # Exactly what the detector feeds the model at scale 1: the frame as is; the model pads
+    # it (edge replication) up to the input multiple while writing its input tensor.
+    inputs = [scaled(f, [1.0])[0].image for f in frames]
     model.set_input_size(*inputs[0].shape)
-    outputs = np.stack([model.invoke_raw(x) for x in inputs])
-    ref = reference_kernel_outputs(model, inputs[: args.ref_frames]) if args.ref_frames else None
+    raws = [model.invoke_raw(x) for x in inputs]
+    outputs = {name: np.stack([getattr(r, name) for r in raws]) for name in OUTPUT_NAMES}
+    ref, ref_error = None, None
+    if args.ref_frames:
+        try:
+            ref = reference_kernel_outputs(model, inputs[: args.ref_frames], outputs["heat"].shape[1:3])
+        except ValueError as exc:  # e.g. an op version the reference resolver does not register
+            ref_error = str(exc).strip().splitlines()[0]
+            print(f"{args.label}: reference kernels (BUILTIN_REF) cannot run this model: {ref_error}; "
+                  "a difference from x86 will not be explainable", file=sys.stderr)
     facts = runtime_facts()
     facts.update(
         label=args.label,
@@ -146,13 +158,17 @@ def cmd_infer(args: argparse.Namespace) -> int:
         runtime_version=model.runtime_version,
         edge_file=edge_file,
         edge_version=getattr(edge, "__version__", "?"),
-        output_dtype=str(outputs.dtype),
-        output_shape=list(outputs.shape),
         frames=int(len(frames)),
-        model_input=list(inputs[0].shape),
-        output_scale=float(model.spec.output.scale),
-        output_zero_point=int(model.spec.output.zero_point),
+        frame=list(inputs[0].shape),
+        model_input=list(model.input_size or ()),
+        outputs={name: {"dtype": str(arr.dtype), "shape": list(arr.shape),
+                        "scale": float(model.spec.outputs[name].scale),
+                        "zero_point": int(model.spec.outputs[name].zero_point)}
+                 for name, arr in outputs.items()},
         threshold=float(mf.threshold),
+        # The raw heat value the decoder compares peaks with (calibration applied backwards).
+        heat_raw_threshold=float(model.raw_heat_threshold(mf.threshold)),
+        reference_kernels_error=ref_error,
     )
     if args.time_runs and facts["machine"] == "x86_64":
         # Only the host's own timing is ever recorded: an emulated one measures qemu.
@@ -168,19 +184,41 @@ def cmd_infer(args: argparse.Namespace) -> int:
         facts["x86_cpu"] = _x86_cpu_name()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {"outputs": outputs} if ref is None else {"outputs": outputs, "ref_outputs": ref}
+    arrays = dict(outputs)
+    if ref is not None:
+        arrays.update({REF_PREFIX + name: arr for name, arr in ref.items()})
     np.savez(out.with_suffix(".npz"), **arrays)
     out.with_suffix(".json").write_text(json.dumps(facts, indent=1))
+    shapes = ", ".join(f"{n} {a.shape} {a.dtype}" for n, a in outputs.items())
     print(f"{args.label}: {facts['machine']} python {facts['python']} {model.runtime} "
-          f"{model.runtime_version} numpy {np.__version__}: {outputs.shape} {outputs.dtype}")
+          f"{model.runtime_version} numpy {np.__version__}: {shapes}")
     return 0
 
 
-def reference_kernel_outputs(model: Any, inputs: list[np.ndarray]) -> np.ndarray:
+def load_outputs(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+    """An `infer` NPZ: the outputs by name, and the reference-kernel outputs (None if not run)."""
+    with np.load(path) as arrays:
+        outs = {k: arrays[k] for k in arrays.files if not k.startswith(REF_PREFIX)}
+        ref = {k[len(REF_PREFIX):]: arrays[k] for k in arrays.files if k.startswith(REF_PREFIX)}
+    return outs, ref or None
+
+
+def padded_input(image: np.ndarray, size: tuple[int, int], lut: np.ndarray) -> np.ndarray:
+    """The whole input tensor edge.model writes for `image`: quantised through `lut`, the last
+    row and column replicated into the bottom/right padding (as `ScoreMapModel._write_input`)."""
+    h, w = image.shape
+    grown = np.pad(image, ((0, size[0] - h), (0, size[1] - w)), mode="edge")
+    return np.take(lut, grown)[None, :, :, None]
+
+
+def reference_kernel_outputs(model: Any, inputs: list[np.ndarray], cells: tuple[int, int]) -> dict[str, np.ndarray]:
     """The same invokes on TFLite's portable reference kernels (BUILTIN_REF) of the same
     runtime: plain C++ integer arithmetic with no per-architecture code path. If these agree
     across x86 and arm64 while the optimized kernels do not, the difference is in the
-    runtime's architecture-specific kernels, not in our preprocessing or the model file."""
+    runtime's architecture-specific kernels, not in our preprocessing or the model file.
+    Both outputs, at the padded size the detector invokes at, with the same padding, cut to
+    the `cells` (rows, columns) that `invoke_raw` keeps for these pictures (its own outputs'
+    shape: the cells of the padding are dropped there)."""
     from edge.model import input_lut
     from edge.runtimes import RUNTIMES
 
@@ -188,16 +226,23 @@ def reference_kernel_outputs(model: Any, inputs: list[np.ndarray]) -> np.ndarray
     resolver = sys.modules[cls.__module__].OpResolverType.BUILTIN_REF
     interp = cls(model_path=str(model.manifest.model_path(model.precision)), num_threads=1,
                  experimental_op_resolver_type=resolver)
-    det_in, det_out = interp.get_input_details()[0], interp.get_output_details()[0]
-    interp.resize_tensor_input(det_in["index"], [1, *inputs[0].shape, 1], strict=False)
+    det_in = interp.get_input_details()[0]
+    size = model.manifest.padded_size(*inputs[0].shape)
+    interp.resize_tensor_input(det_in["index"], [1, *size, 1], strict=False)
     interp.allocate_tensors()
     lut = input_lut(model.spec.input)
-    outs = []
+    # Same file, so the same tensor indices as the model's own interpreter.
+    index = {name: model.output_index(name) for name in model.spec.outputs}
+    outs: dict[str, list[np.ndarray]] = {name: [] for name in index}
     for x in inputs:
-        interp.set_tensor(det_in["index"], np.take(lut, x)[None, :, :, None])
+        interp.set_tensor(det_in["index"], padded_input(x, size, lut))
         interp.invoke()
-        outs.append(interp.get_tensor(det_out["index"])[0, :, :, 0].copy())
-    return np.stack(outs)
+        for name, i in index.items():
+            out = interp.get_tensor(i)[0]
+            # As ScoreMapModel.invoke_raw: heat (H', W'), box (H', W', 4).
+            out = out[: cells[0], : cells[1]]
+            outs[name].append((out[:, :, 0] if out.shape[-1] == 1 else out).copy())
+    return {name: np.stack(v) for name, v in outs.items()}
 
 
 def _x86_cpu_name() -> str:
@@ -228,13 +273,21 @@ def _interpreter_without_delegates(model_path: Path) -> Any:
 
 def count_macs(model_path: Path, height: int, width: int) -> dict[str, Any]:
     """MACs per invoke: conv out_h*out_w*out_c*kh*kw*in_c; depthwise out_h*out_w*out_c*kh*kw;
-    fully connected rows*out*in. Pooling, adds and activations are not MACs and are left out."""
+    fully connected rows*out*in. The same rule as the trainer's Keras count (manifest
+    `macs.macs`), so the two must agree. Everything else the detector's graph holds is not a
+    multiply-accumulate and is left out: the feature pyramid's ADDs, its upsampling
+    (RESIZE_NEAREST_NEIGHBOR, or TILE/RESHAPE for a Keras repeat, with scalar shape MULs),
+    pooling and activations."""
     interp = _interpreter_without_delegates(model_path)
     inp = interp.get_input_details()[0]
     shape = list(inp["shape"])
     shape[1], shape[2] = height, width
     interp.resize_tensor_input(inp["index"], shape, strict=False)
     interp.allocate_tensors()
+    # One invoke: a tensor whose shape is computed in the graph (the size a runtime-sized
+    # RESIZE_NEAREST_NEIGHBOR upsamples to) is dynamic and only gets its shape when run.
+    interp.set_tensor(inp["index"], np.zeros(shape, dtype=inp["dtype"]))
+    interp.invoke()
     tensors = {t["index"]: t for t in interp.get_tensor_details()}
     per_op: dict[str, int] = {}
     layers = []
@@ -271,18 +324,36 @@ def pi_floors_ms(macs: int) -> dict[str, float]:
 
 def cmd_macs(args: argparse.Namespace) -> int:
     from edge.manifest import load_manifest
-    from edge.preprocess import model_input_size
 
     mf = load_manifest(args.model)
-    # The size the detector really invokes at: the frame plus the manifest's padding.
-    h, w = model_input_size(args.height, args.width, 1.0, mf.pad_rows, mf.pad_cols)
+    # The size the detector really invokes at: the frame padded up to the input multiple.
+    h, w = mf.padded_size(args.height, args.width)
     counted = count_macs(mf.model_path("int8"), h, w)
     counted["frame"] = [args.height, args.width]
     counted["floors_ms"] = pi_floors_ms(counted["macs"])
-    counted["manifest_macs"] = mf.raw.get("macs")
+    counted["manifest_macs"] = mf.extra.get("macs")
+    counted["matches_manifest"] = manifest_macs_agree(counted, counted["manifest_macs"])
     Path(args.out).write_text(json.dumps(counted, indent=1))
-    print(f"MACs for a {args.width}x{args.height} frame (model input {w}x{h}): {counted['macs']:,} {counted['by_op']}")
+    print(f"MACs for a {args.width}x{args.height} frame (model input {w}x{h}): {counted['macs']:,} {counted['by_op']}"
+          + _manifest_macs_note(counted))
     return 0
+
+
+def manifest_macs_agree(counted: dict[str, Any], manifest_macs: Any) -> bool | None:
+    """Does the .tflite count equal the trainer's Keras count? None when the manifest has no
+    count for this padded size (another frame size), so nothing can be compared."""
+    if not isinstance(manifest_macs, dict) or not isinstance(manifest_macs.get("macs"), int):
+        return None
+    if list(manifest_macs.get("padded_input", [])) != list(counted["input"]):
+        return None
+    return manifest_macs["macs"] == counted["macs"]
+
+
+def _manifest_macs_note(m: dict[str, Any]) -> str:
+    agree, mm = m.get("matches_manifest"), m.get("manifest_macs")
+    if agree is None:
+        return ""
+    return f"; manifest says {mm['macs']:,} ({'same' if agree else 'DIFFERENT: the counters disagree'})"
 
 
 # ---------------------------------------------------------------- config (host) ---
@@ -342,48 +413,81 @@ def _events(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _diff(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
+def _diff(a: np.ndarray | None, b: np.ndarray | None) -> dict[str, Any]:
+    if a is None or b is None:
+        return {"identical": False, "reason": "output missing" + (" here" if a is None else " in the reference")}
     if a.shape != b.shape:
         return {"identical": False, "reason": f"shape {a.shape} vs {b.shape}"}
     d = np.abs(a.astype(np.int32) - b.astype(np.int32))
+    differing = int((d > 0).sum())
     return {
         "identical": bool(np.array_equal(a, b)) and a.dtype == b.dtype,
         "max_abs_lsb": int(d.max()) if d.size else 0,
-        "cells_differing": int((d > 0).sum()),
+        "cells_differing": differing,
         "cells": int(d.size),
+        "fraction_differing": round(differing / max(1, d.size), 6),
     }
 
 
+def _diff_all(outs: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    """_diff per output name (heat, box), over the names either side has."""
+    return {name: _diff(outs.get(name), other.get(name)) for name in dict.fromkeys([*outs, *other])}
+
+
 def _flips(a: np.ndarray, b: np.ndarray, facts: dict[str, Any]) -> int:
-    """Cells on opposite sides of the detection threshold: what a difference would change."""
-    t = min(max(facts["threshold"], 1e-6), 1 - 1e-6)
-    cut = float(np.log(t / (1 - t)))
-    la = (a.astype(np.float64) - facts["output_zero_point"]) * facts["output_scale"]
-    lb = (b.astype(np.float64) - facts["output_zero_point"]) * facts["output_scale"]
-    return int(((la >= cut) != (lb >= cut)).sum())
+    """Heat cells that are a detection candidate on one side only (a local peak at or above
+    the raw threshold, exactly the decoder's test): what a difference would change."""
+    from edge.decode import local_peaks
+
+    cut = facts["heat_raw_threshold"]
+    return int(sum((local_peaks(fa, cut) != local_peaks(fb, cut)).sum() for fa, fb in zip(a, b)))
 
 
-def judge_outputs(out: np.ndarray, x86_out: np.ndarray, ref: np.ndarray | None, x86_ref: np.ndarray | None,
-                  facts: dict[str, Any], max_lsb: int) -> dict[str, Any]:
-    """identical; or bounded (explained: the reference kernels agree bit for bit, so the
-    runtime's arch-specific optimized kernels are the cause, and within max_lsb); or DIFFERS."""
+def judge_output(name: str, out: np.ndarray | None, x86_out: np.ndarray | None, refs_agree: bool,
+                 facts: dict[str, Any], max_lsb: int) -> dict[str, Any]:
+    """One output: identical; or bounded (explained: the reference kernels agree bit for bit,
+    so the runtime's arch-specific optimized kernels are the cause, and within max_lsb); or DIFFERS."""
     v = _diff(out, x86_out)
-    if "cells" in v:
+    if "cells" in v and name == "heat":
         v["decision_flips"] = _flips(out, x86_out, facts)
-    if ref is not None and x86_ref is not None:
-        v["reference_kernels"] = _diff(ref, x86_ref)
     if v["identical"]:
         v["verdict"] = "identical"
-    elif v.get("reference_kernels", {}).get("identical") and v.get("max_abs_lsb", max_lsb + 1) <= max_lsb:
+    elif refs_agree and v.get("max_abs_lsb", max_lsb + 1) <= max_lsb:
+        scale = facts["outputs"][name]["scale"]
         v["verdict"] = "bounded"
         v["explanation"] = (
-            f"{facts['runtime']} {facts['runtime_version']}: on TFLite's portable reference kernels arm64 and x86 "
-            "agree bit for bit; the optimized int8 kernels this runtime ships per architecture round "
-            f"differently (<= {v['max_abs_lsb']} LSB = {v['max_abs_lsb'] * facts['output_scale']:.3f} logit)"
+            f"{name}: {facts['runtime']} {facts['runtime_version']}: on TFLite's portable reference kernels arm64 "
+            "and x86 agree bit for bit; the optimized int8 kernels this runtime ships per architecture round "
+            f"differently (<= {v['max_abs_lsb']} LSB = {v['max_abs_lsb'] * scale:.4f} in {name} units)"
         )
     else:
         v["verdict"] = "DIFFERS"
     return v
+
+
+def judge_outputs(outs: dict[str, np.ndarray], x86_outs: dict[str, np.ndarray],
+                  ref: dict[str, np.ndarray] | None, x86_ref: dict[str, np.ndarray] | None,
+                  facts: dict[str, Any], max_lsb: int) -> dict[str, Any]:
+    """Every output judged on its own (judge_output); the run's verdict is the worst of them.
+    A difference is explained only if the reference kernels agree on *every* output (they run
+    one graph: a disagreement anywhere means more than the optimized kernels differs).
+    An output either side lacks DIFFERS."""
+    from edge.manifest import OUTPUT_NAMES
+
+    names = list(dict.fromkeys([*OUTPUT_NAMES, *outs, *x86_outs]))
+    ref_diffs = _diff_all(ref, x86_ref) if ref is not None and x86_ref is not None else None
+    refs_agree = bool(ref_diffs) and set(OUTPUT_NAMES) <= set(ref_diffs) and all(
+        d["identical"] for d in ref_diffs.values())
+    per = {name: judge_output(name, outs.get(name), x86_outs.get(name), refs_agree, facts, max_lsb)
+           for name in names}
+    verdict = max((v["verdict"] for v in per.values()), key=VERDICTS.index)
+    return {
+        "verdict": verdict,
+        "identical": verdict == "identical",
+        "decision_flips": per.get("heat", {}).get("decision_flips"),
+        "reference_kernels": ref_diffs,
+        "outputs": per,
+    }
 
 
 def build_report(work: Path, targets: list[str], max_lsb: int = 2) -> dict[str, Any]:
@@ -393,9 +497,8 @@ def build_report(work: Path, targets: list[str], max_lsb: int = 2) -> dict[str, 
     for rt in ("tflite-runtime", "litert"):
         meta = res / f"x86-{rt}.json"
         if meta.is_file():
-            arrays = np.load(res / f"x86-{rt}.npz")
-            x86[rt] = {"facts": json.loads(meta.read_text()), "out": arrays["outputs"],
-                       "ref": arrays["ref_outputs"] if "ref_outputs" in arrays.files else None}
+            out, ref = load_outputs(res / f"x86-{rt}.npz")
+            x86[rt] = {"facts": json.loads(meta.read_text()), "out": out, "ref": ref}
     if not x86:
         raise CompareError(f"no x86 reference in {res}; run pisim/run.sh from the start")
     rows = []
@@ -408,19 +511,16 @@ def build_report(work: Path, targets: list[str], max_lsb: int = 2) -> dict[str, 
             rows.append(row)
             continue
         facts = json.loads(meta.read_text())
-        arrays = np.load(res / f"{label}.npz")
-        out = arrays["outputs"]
+        out, out_ref = load_outputs(res / f"{label}.npz")
         row["facts"] = facts
-        ref = x86.get(facts["runtime"])
-        if ref is None:
+        same = x86.get(facts["runtime"])
+        if same is None:
             row["vs_x86_same_runtime"] = {"identical": False, "verdict": "DIFFERS",
                                           "reason": f"no x86 run of {facts['runtime']}"}
         else:
-            row["vs_x86_same_runtime"] = judge_outputs(
-                out, ref["out"], arrays["ref_outputs"] if "ref_outputs" in arrays.files else None,
-                ref["ref"], facts, max_lsb)
+            row["vs_x86_same_runtime"] = judge_outputs(out, same["out"], out_ref, same["ref"], facts, max_lsb)
         row["vs_x86_other_runtimes"] = {
-            rt: _diff(out, v["out"]) for rt, v in x86.items() if rt != facts["runtime"]
+            rt: _diff_all(out, v["out"]) for rt, v in x86.items() if rt != facts["runtime"]
         }
         pf_path = res / f"{label}-preflight.json"
         row["preflight"] = json.loads(pf_path.read_text()) if pf_path.is_file() else {"ok": False}
@@ -451,12 +551,42 @@ def build_report(work: Path, targets: list[str], max_lsb: int = 2) -> dict[str, 
         "max_lsb_bound": max_lsb,
         "macs": macs,
         "x86": {rt: v["facts"] for rt, v in x86.items()},
-        "x86_runtimes_agree": _diff(*[v["out"] for v in x86.values()]) if len(x86) == 2 else None,
+        "x86_runtimes_agree": _diff_all(*[v["out"] for v in x86.values()]) if len(x86) == 2 else None,
         "targets": rows,
         "ok": all(r["ok"] for r in rows),
         "note": "Timings are the x86 host's; emulated runs are never timed (qemu is not a Pi). "
                 "Pi floors = MACs / (MACs per cycle per core x clock), one thread, compute only.",
     }
+
+
+def _output_text(name: str, v: dict[str, Any]) -> str:
+    if v["verdict"] == "identical":
+        return f"{name} identical"
+    if "cells" not in v:
+        return f"{name} DIFFERS ({v.get('reason')})"
+    flips = f", {v['decision_flips']} flips" if "decision_flips" in v else ""
+    return f"{name} {v['verdict']}: <={v['max_abs_lsb']} LSB in {v['fraction_differing']:.1%}{flips}"
+
+
+def _verdict_text(same: dict[str, Any]) -> str:
+    """One cell of the table: 'identical', or each output's verdict (heat and box)."""
+    if same["verdict"] == "identical":
+        return "identical"
+    if "outputs" not in same:
+        return f"DIFFERS ({same.get('reason')})"
+    return "; ".join(_output_text(name, v) for name, v in same["outputs"].items())
+
+
+def _agree_text(diffs: dict[str, dict[str, Any]]) -> str:
+    parts = []
+    for name, d in diffs.items():
+        if d["identical"]:
+            parts.append(f"{name} identical")
+        elif "cells" in d:
+            parts.append(f"{name} differs by <= {d['max_abs_lsb']} LSB in {d['cells_differing']}/{d['cells']} cells")
+        else:
+            parts.append(f"{name} differs ({d.get('reason')})")
+    return "; ".join(parts)
 
 
 def format_table(rep: dict[str, Any]) -> str:
@@ -472,14 +602,7 @@ def format_table(rep: dict[str, Any]) -> str:
             continue
         pf = r["preflight"]
         pf_txt = f"ok ({pf['golden']['max_abs']:g} LSB)" if pf.get("ok") else "FAILED"
-        same = r["vs_x86_same_runtime"]
-        if same["verdict"] == "identical":
-            same_txt = "identical"
-        elif "cells" in same:
-            same_txt = (f"{same['verdict']}: <={same['max_abs_lsb']} LSB in "
-                        f"{same['cells_differing'] / same['cells']:.1%}, {same['decision_flips']} flips")
-        else:
-            same_txt = f"DIFFERS ({same.get('reason')})"
+        same_txt = _verdict_text(r["vs_x86_same_runtime"])
         rp = r.get("replay")
         if rp is None:
             rp_txt = "-"
@@ -502,9 +625,7 @@ def format_table(rep: dict[str, Any]) -> str:
     out += [
         "",
         f"model: {m['macs']:,} MACs per invoke (counted from the .tflite) for a {m['frame'][1]}x{m['frame'][0]} "
-        f"frame, model input {m['input'][1]}x{m['input'][0]}"
-        + (f"; manifest says {m['manifest_macs'].get('macs'):,}" if isinstance(m.get("manifest_macs"), dict)
-           and isinstance(m["manifest_macs"].get("macs"), int) else ""),
+        f"frame, model input {m['input'][1]}x{m['input'][0]}" + _manifest_macs_note(m),
         "compute floor, 1 thread, int8 NEON: "
         + "; ".join(f"{PI_FLOORS[k]['name']}: {v:.2f} ms" for k, v in floors.items())
         + " (MACs / (16 x 1.8 GHz) and / (32 x 2.4 GHz); real invokes are slower)",
@@ -513,15 +634,16 @@ def format_table(rep: dict[str, Any]) -> str:
     ]
     agree = rep.get("x86_runtimes_agree")
     if agree is not None:
-        out.append(
-            "x86 tflite-runtime vs litert: " + ("identical" if agree["identical"] else
-            f"differ by <= {agree['max_abs_lsb']} LSB in {agree['cells_differing']}/{agree['cells']} cells "
-            "(different int8 kernels; each arm64 run is compared with its own runtime on x86)")
-        )
+        same = all(d["identical"] for d in agree.values())
+        out.append("x86 tflite-runtime vs litert: " + ("identical" if same else _agree_text(agree)
+                   + " (different int8 kernels; each arm64 run is compared with its own runtime on x86)"))
     for r in rep["targets"]:
-        why = r.get("vs_x86_same_runtime", {}).get("explanation")
-        if why:
-            out.append(f"{r['target']}: bounded, explained: {why}")
+        for v in r.get("vs_x86_same_runtime", {}).get("outputs", {}).values():
+            if v.get("explanation"):
+                out.append(f"{r['target']}: bounded, explained: {v['explanation']}")
+        ref_error = (r.get("facts") or {}).get("reference_kernels_error")
+        if ref_error and r["vs_x86_same_runtime"]["verdict"] != "identical":
+            out.append(f"{r['target']}: not explainable: the reference kernels could not run the model ({ref_error})")
         pf = r.get("preflight", {})
         if r.get("facts") and not pf.get("ok"):
             out.append(f"{r['target']}: preflight: {pf.get('error', 'no result').strip().splitlines()[-1]}")
