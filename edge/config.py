@@ -186,7 +186,7 @@ class ProcessingConfig:
     crop: list[int] = setting(check=_rectangle_or_empty, factory=list)
     scales: list[float] = setting(check=SCALES_CHECK, factory=lambda: [1.0])
     threshold: float = setting(-1.0, Range(lt=1.0, hint="negative = the manifest's default"))
-    nms_iou: float = setting(0.3, Range(gt=0.0, le=1.0))
+    nms_iou: float = setting(-1.0, Range(le=1.0, hint="negative = the manifest's (thresholds.nms_iou)"))
     # fraction of a box that must fall in a zone to count for it
     min_overlap: float = setting(0.5, Range(gt=0.0, le=1.0))
 

@@ -68,7 +68,7 @@ class Detector:
             self.models.append(m)
         self.manifest = self.models[0].manifest
         self.threshold = self.manifest.threshold if threshold is None or threshold < 0 else threshold
-        self.nms_iou = self.manifest.nms_iou if nms_iou is None else nms_iou
+        self.nms_iou = self.manifest.nms_iou if nms_iou is None or nms_iou < 0 else nms_iou
 
     @property
     def runtime(self) -> str:

@@ -90,6 +90,45 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_finetune(args: argparse.Namespace) -> int:
+    """Adapt a trained model to one camera: its YOLO folder + a replay of the default mix."""
+    from training.sources import SourceSpec
+    from training.train import TrainConfig, run
+
+    base = Path(args.base).resolve()
+    raw = json.loads((base / "manifest.json").read_text())
+    site = SourceSpec(name=args.name or Path(args.data).resolve().name, kind="yolo", path=str(Path(args.data).resolve()),
+                      weight=args.site_weight, split="order", val_fraction=args.holdout,
+                      car_classes=tuple(args.car_classes), ignore_classes=tuple(args.ignore_classes),
+                      max_side=args.max_side)
+    site.check("command line")
+    tc = raw.get("train_config", {})
+    cfg = TrainConfig(
+        spec=args.spec, data_root=args.data_root, cache=args.cache, artifacts=args.artifacts, run_name=args.run_name,
+        arch=tc.get("arch", "fpn"), size=tc.get("size", 256), epochs=args.epochs, per_epoch=args.per_epoch,
+        learning_rate=args.learning_rate, patience=args.epochs, dense_epochs=args.dense_epochs, seed=args.seed,
+        gate_points=args.gate_points, regress_points=args.regress_points, promote=args.promote, limit=args.limit,
+        video=args.video, user_sources=[site], base=str(base), fps=args.fps,
+    )
+    final, decision = run(cfg)
+    rep = json.loads((final / "report.json").read_text())
+    st = rep["site"]
+    print()
+    print(f"model:  {final / 'model_int8.tflite'}")
+    print(f"report: {final / 'report.md'}")
+    print(f"latest: {decision}")
+    print(f"{st['site']}: {st['held_out_frames']} held-out frames  AP50 base {st['base']['ap50']} -> fine-tuned "
+          f"{st['finetuned']['ap50']} ({st['ap50_gain_points']:+} points); false alarms/hour "
+          f"{st['base']['false_alarms_per_hour']} -> {st['finetuned']['false_alarms_per_hour']}")
+    print("default validation sets (points lost): " + ", ".join(
+        f"{n} {d['drop_points']:+.2f}" for n, d in st["default_sets"].items()))
+    for t in rep["targets"]:
+        state = "met" if t["met"] else ("n/a" if t["met"] is None else "NOT met")
+        print(f"  target {t['target']}: {t['value']} (goal {t['goal']}) {state}")
+    print(f"\nnext: make deploy PI=user@host MODEL={final}")
+    return 0
+
+
 def _print_bad(path: str, why: str) -> None:
     print(json.dumps({"image": path, "error": why}), flush=True)
 
@@ -231,6 +270,35 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--verbose", action="store_true", help="show TensorFlow's C++ log and debug logging")
     t.set_defaults(fn=cmd_train)
 
+    f = sub.add_parser("finetune", help="adapt a trained model to one camera's labelled frames (YOLO folder)")
+    f.add_argument("--base", required=True, help="run directory to start from (e.g. artifacts/latest)")
+    f.add_argument("--data", required=True, help="the camera's YOLO folder (file names in time order)")
+    f.add_argument("--name", default="", help="name of the site in the report (default: the folder's name)")
+    f.add_argument("--car-classes", type=_names, default=["car"], help="car class names or numbers")
+    f.add_argument("--ignore-classes", type=_names, default=[], help="classes neither car nor background")
+    f.add_argument("--holdout", type=float, default=0.25, help="newest fraction of the site's frames held out")
+    f.add_argument("--site-weight", type=float, default=5.0,
+                   help="weight of the site's frames against the mix's (replay) weights, which sum to 5")
+    f.add_argument("--fps", type=float, default=15.0, help="the camera's frame rate (false alarms per hour)")
+    f.add_argument("--max-side", type=positive_int, default=320, help="frames are stored with this longer side")
+    f.add_argument("--epochs", type=positive_int, default=12, help="fine-tuning epochs")
+    f.add_argument("--per-epoch", type=positive_int, default=640, help="training pictures per epoch")
+    f.add_argument("--learning-rate", type=float, default=1e-3, help="starting learning rate (cosine decay)")
+    f.add_argument("--spec", default=str(Path(__file__).with_name("mix.toml")), help="replay mix (TOML)")
+    f.add_argument("--data-root", default="data", help="the mix's relative paths start here")
+    f.add_argument("--cache", default="data/cache", help="cache of decoded pictures ('' = none)")
+    f.add_argument("--limit", type=int, default=0, help="at most N replay pictures per source and split")
+    f.add_argument("--dense-epochs", type=int, default=30, help="epochs of the dense baseline (report)")
+    f.add_argument("--seed", type=int, default=1234, help="random seed")
+    f.add_argument("--gate-points", type=float, default=1.0, help="max int8-vs-float loss (points)")
+    f.add_argument("--regress-points", type=float, default=1.0, help="see train --regress-points")
+    f.add_argument("--promote", action="store_true", help="move latest to this run even if it regressed")
+    f.add_argument("--artifacts", default="artifacts", help="where runs and the latest link live")
+    f.add_argument("--run-name", default="", help="run directory name (default run-YYYYMMDD-HHMMSS)")
+    f.add_argument("--video", default="", help="clip annotated in the report ('' = none)")
+    f.add_argument("--verbose", action="store_true", help="show TensorFlow's C++ log and debug logging")
+    f.set_defaults(fn=cmd_finetune)
+
     e = sub.add_parser("evaluate", help="score a trained model on UIUC scenes, a class folder or a YOLO folder")
     e.add_argument("--model", required=True, help="model directory (with manifest.json)")
     e.add_argument("--scenes", help="UIUC TestImages folder")
@@ -263,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet.VERBOSE = args.verbose
     if args.verbose:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
-    elif args.cmd == "train":
+    elif args.cmd in ("train", "finetune"):
         quiet.import_tensorflow()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")

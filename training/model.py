@@ -65,6 +65,22 @@ def _pw(x, filters: int, name: str):
     return _bn_relu(layers.Conv2D(filters, 1, use_bias=False, name=name)(x), name)
 
 
+def _double(t):
+    import tensorflow as tf
+
+    return tf.image.resize(t, tf.shape(t)[1:3] * 2, method="nearest")
+
+
+def _upsample(x, name: str):
+    """Nearest-neighbour x2 as TFLite's RESIZE_NEAREST_NEIGHBOR. Keras' UpSampling2D becomes
+    TILE v3, which the runtimes' reference kernels (what `make pi-sim` uses to explain an
+    arm64/x86 difference) refuse to load, and which tflite-runtime 2.14 runs ~40x slower
+    than ai-edge-litert (25 ms vs 0.6 ms per invoke measured by `edge bench`)."""
+    from keras import layers
+
+    return layers.Lambda(_double, name=name)(x)
+
+
 def build_detector(spec: DetectorSpec = DetectorSpec(), height: int | None = None, width: int | None = None):
     """Greyscale in (pixel/255), two outputs: heat logits (1 ch) and box encoding (4 ch).
 
@@ -86,9 +102,9 @@ def build_detector(spec: DetectorSpec = DetectorSpec(), height: int | None = Non
         x = _sep(x, spec.s32, "s32b")
         c5 = _sep(x, spec.s32, "s32c")
         p5 = _pw(c5, spec.fpn, "lat5")
-        p4 = layers.Add(name="td4")([_pw(c4, spec.fpn, "lat4"), layers.UpSampling2D(2, name="up5")(p5)])
+        p4 = layers.Add(name="td4")([_pw(c4, spec.fpn, "lat4"), _upsample(p5, "up5")])
         p4 = _sep(p4, spec.fpn, "p4")
-        p3 = layers.Add(name="td3")([_pw(c3, spec.fpn, "lat3"), layers.UpSampling2D(2, name="up4")(p4)])
+        p3 = layers.Add(name="td3")([_pw(c3, spec.fpn, "lat3"), _upsample(p4, "up4")])
         p3 = _sep(p3, spec.fpn, "p3")
     else:
         p3 = _sep(c3, spec.fpn, "p3")

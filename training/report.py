@@ -20,6 +20,9 @@ TARGETS = [
     ("int8 model size (bytes)", "<=", 512 * 1024, ("model", "int8_bytes")),
     ("MACs per 320x240 frame", "<=", 150e6, ("model", "macs_320x240")),
     ("make train seconds (after installation)", "<=", 900, ("total_seconds",)),
+    ("fine-tune: site held-out AP50 (int8)", ">=", 0.85, ("site", "finetuned", "ap50")),
+    ("fine-tune: AP50 gain over base (points)", ">=", 20, ("site", "ap50_gain_points")),
+    ("fine-tune: worst loss on the default validation sets (points)", "<=", 2, ("site", "worst_default_drop_points")),
 ]
 # Colours of every annotated picture, explained in each legend.
 TRUTH = (0, 200, 0)
@@ -35,8 +38,11 @@ def _dig(d: dict[str, Any], path: tuple[str, ...]) -> Any:
     return d
 
 
-def build_report(*, cfg, run_name, manifest, metrics, drops, uiuc, calibration, dense, latency, history,
-                 best_epoch, params, first_layer, train_seconds, total_seconds, sources) -> dict[str, Any]:
+def build_report(*, cfg, fit, manifest, metrics, drops, uiuc, calibration, latency, total_seconds,
+                 site=None) -> dict[str, Any]:
+    from training.model import first_layer_params
+
+    sources, history = fit.sources, fit.history
     i8 = manifest.models["int8"]
     datasets: dict[str, Any] = {}
     for name, m8 in metrics["int8"].items():
@@ -60,23 +66,26 @@ def build_report(*, cfg, run_name, manifest, metrics, drops, uiuc, calibration, 
         u["single_scale_int8"] = {k: v for k, v in uiuc["int8"]["single_scale"].items() if not k.startswith("_")}
         u["multi_scale_int8"] = {k: v for k, v in uiuc["int8"]["multi_scale"].items() if not k.startswith("_")}
     rep: dict[str, Any] = {
-        "run": run_name,
+        "run": fit.run_name,
         "datasets": datasets,
         "uiuc": u,
         "int8_drop_points_worst": max(drops.values()) if drops else None,
         "calibration": {k: v for k, v in calibration.items() if k != "calibration"}
         | {"a": calibration["calibration"].a, "b": calibration["calibration"].b, "method": "platt"},
         "threshold": manifest.threshold,
-        "model": {"params": params, "first_layer_weights": first_layer, "int8_bytes": i8.size_bytes,
+        "model": {"params": int(fit.model.count_params()), "first_layer_weights": first_layer_params(fit.model),
+                  "int8_bytes": i8.size_bytes, "arch": cfg.arch,
                   "float_bytes": manifest.models["float"].size_bytes,
                   "macs_320x240": manifest.extra["macs"]["macs"], "padded_input": manifest.extra["macs"]["padded_input"],
-                  "best_epoch": best_epoch, "epochs_run": len(history.get("loss", []))},
-        "dense_baseline": dense,
+                  "best_epoch": fit.best_epoch, "epochs_run": len(history.get("loss", []))},
+        "dense_baseline": fit.dense,
         "latency_ms_320x240": latency,
-        "train_seconds": round(train_seconds, 2),
+        "train_seconds": round(fit.train_seconds, 2),
         "total_seconds": round(total_seconds, 2),
         "data": {n: s.report for n, s in sources.items()},
     }
+    if site:
+        rep["site"] = site
     rep["targets"] = check_targets(rep)
     return rep
 
@@ -84,6 +93,8 @@ def build_report(*, cfg, run_name, manifest, metrics, drops, uiuc, calibration, 
 def check_targets(rep: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for name, op, goal, path in TARGETS:
+        if path[0] == "site" and "site" not in rep:
+            continue  # fine-tuning targets belong to fine-tuned runs only
         v = _dig(rep, path)
         met = None if v is None else (v >= goal if op == ">=" else v <= goal)
         out.append({"target": name, "value": v, "goal": f"{op} {goal:g}", "met": met})
@@ -277,6 +288,21 @@ def markdown(rep: dict[str, Any], pics: dict[str, Any]) -> str:
     lines += ["", "Precision/recall: boxes at IoU 0.5 on box datasets, pictures (\"has a car\") on crop datasets, "
               "whose boxes are only the crop's extent. AP by pycocotools (COCO AP@[.5:.95] and AP@.5); buses, "
               "trucks and ambulances are crowd (ignore) regions.", ""]
+    if rep.get("site"):
+        st = rep["site"]
+        b, f = st["base"], st["finetuned"]
+        lines += [f"## Fine-tuned for {st['site']}: base vs fine-tuned on its {st['held_out_frames']} newest frames", "",
+                  "| | base | fine-tuned |", "|---|---|---|",
+                  f"| AP50 (int8) | {_fmt(b['ap50'])} | {_fmt(f['ap50'])} |",
+                  f"| presence accuracy | {_fmt(b['presence_accuracy'])} | {_fmt(f['presence_accuracy'])} |",
+                  f"| false alarms per hour of frames ({st['fps']:g} fps) | {b['false_alarms_per_hour']} | "
+                  f"{f['false_alarms_per_hour']} |",
+                  f"| precision / recall at its threshold | {b['precision']:.3f} / {b['recall']:.3f} @ {b['threshold']:.2f} | "
+                  f"{f['precision']:.3f} / {f['recall']:.3f} @ {f['threshold']:.2f} |",
+                  "", f"Base: `{st['base_run']}`. The held-out frames are the site's newest, never trained on. "
+                  "On the default validation sets (loss against the base's own report, points; more than 2 is "
+                  "forgetting): " + ", ".join(f"{n} {d['drop_points']:+.2f}" for n, d in st["default_sets"].items())
+                  + ".", ""]
     if rep["uiuc"]:
         u = rep["uiuc"]
         lines += ["## UIUC TestImages (official rule)", "",

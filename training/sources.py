@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 DEFAULT_SPEC = Path(__file__).with_name("mix.toml")
 KINDS = ("uiuc", "yolo", "folder")
 SPLITS = ("order", "time", "source_photo")
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 # A crop that is smaller than this is scaled up when stored: mosaics rescale them anyway.
 MIN_CROP_SIDE = 40
 
@@ -167,15 +167,16 @@ class LoadedSource:
 def _read(path: Path, max_side: int, min_side: int = 0) -> tuple[np.ndarray, float]:
     """Greyscale uint8, longer side scaled down to max_side (and short crops up to min_side)."""
     with Image.open(path) as im:
-        im.draft("L", (max_side, max_side))  # JPEG: decode at a reduced size when possible
-        g = im.convert("L")
-        w, h = g.size
+        w, h = im.size  # the original size: labels are relative to it
         scale = min(1.0, max_side / max(w, h))
         if min_side and min(w, h) * scale < min_side:
             scale = min_side / min(w, h)
-        if scale != 1.0:
-            g = g.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
-        return np.asarray(g, dtype=np.uint8).copy(), scale
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        im.draft("L", size)  # JPEG: decode at a reduced size when possible (>= size)
+        g = im.convert("L")
+        if g.size != size:
+            g = g.resize(size, Image.BILINEAR)
+        return np.asarray(g, dtype=np.uint8).copy(), size[0] / w
 
 
 def _original_size(path: Path) -> tuple[int, int]:
@@ -252,7 +253,7 @@ def _load_yolo(spec: SourceSpec, root: Path, report: dict) -> list[Picture]:
     for it in items:
         try:
             w0, h0 = _original_size(it.picture)
-            img, scale = _read(it.picture, spec.max_side)
+            img, scale = _read(it.picture, spec.max_side)  # scale: stored pixels per original pixel
         except (OSError, ValueError, UnidentifiedImageError, SyntaxError) as exc:
             log.warning("%s: skipping unreadable picture %s: %s", spec.name, it.picture, exc)
             corrupt.append(str(it.picture))

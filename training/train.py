@@ -11,6 +11,7 @@ is kept under its own name, and `latest` stays; `--promote` forces).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -27,6 +28,7 @@ from training.sources import DEFAULT_SPEC, LoadedSource, MixSpec, SourceSpec, lo
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("int8", "float")
+KERAS_WEIGHTS = "detector.weights.h5"
 
 
 class GateError(RuntimeError):
@@ -59,6 +61,8 @@ class TrainConfig:
     video: str = ""  # a clip to annotate in the report ("" = none)
     user_sources: list[SourceSpec] = field(default_factory=list)  # --yolo / --folder
     only_user: bool = False  # train on user_sources alone
+    base: str = ""  # fine-tune: start from this run's weights (its arch); user_sources[0] is the site
+    fps: float = 15.0  # fine-tune: the site camera's frame rate, for false alarms per hour of frames
 
 
 def set_seeds(seed: int) -> None:
@@ -149,6 +153,8 @@ def fit_detector(cfg: TrainConfig, sources: dict[str, LoadedSource], weights: di
     from training.model import ARCHS, build_detector
 
     model = build_detector(ARCHS[cfg.arch])
+    if cfg.base:
+        model.load_weights(Path(cfg.base) / KERAS_WEIGHTS)
     steps = int(np.ceil(cfg.per_epoch / cfg.batch_size)) * cfg.epochs
     schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, steps, alpha=0.05)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss={"heat": heat_loss, "box": box_loss},
@@ -230,6 +236,9 @@ def export_models(cfg: TrainConfig, model, work: Path, reps: list[np.ndarray]) -
         size = convert.convert(model, work / name, rep)
         inp, outs = convert.tensor_details(work / name)
         entries[prec] = ModelFile(name, sha256_file(work / name), size, inp, outs)
+    # The Keras weights stay with the run: `training finetune` starts from them (the Pi
+    # never reads this file).
+    model.save_weights(work / KERAS_WEIGHTS)
     return entries
 
 
@@ -365,6 +374,22 @@ def time_invoke(work: Path, precision: str, height: int, width: int, runs: int =
 
 # --- the run -------------------------------------------------------------------------
 
+@dataclass
+class Fitted:
+    """What training produced, handed from step to step of `_finish`."""
+
+    run_name: str
+    work: Path
+    spec: MixSpec
+    sources: dict[str, LoadedSource]
+    model: Any
+    history: dict[str, list[float]]
+    best_epoch: int
+    dense: dict[str, Any] | None
+    train_seconds: float
+    t_start: float
+
+
 def run(cfg: TrainConfig) -> tuple[Path, str]:
     """The whole pipeline; returns the run directory and what happened to `latest`."""
     t_start = time.time()
@@ -376,73 +401,127 @@ def run(cfg: TrainConfig) -> tuple[Path, str]:
     model, history, best_epoch = fit_detector(cfg, sources, spec.weights)
     progress("train: dense baseline on the UIUC windows")
     dense = fit_dense(cfg, next((s for s in sources.values() if s.spec.kind == "uiuc"), None))
-    train_seconds = time.time() - t0
-
     work = artifacts.new_work_dir(root, run_name)
+    fit = Fitted(run_name, work, spec, sources, model, history, best_epoch, dense, time.time() - t0, t_start)
     try:
-        return _finish(cfg, run_name, root, work, spec, sources, model, history, best_epoch, dense,
-                       train_seconds, t_start)
+        return _finish(cfg, fit)
     except BaseException:
         artifacts.discard(work)
         raise
 
 
-def _finish(cfg, run_name, root, work, spec, sources, model, history, best_epoch, dense, train_seconds, t_start):
-    from edge.manifest import Calibration, Manifest
+def _finish(cfg: TrainConfig, fit: Fitted) -> tuple[Path, str]:
+    """Manifest -> evaluation and calibration -> int8 gate -> golden -> report -> publish."""
     from training import report as report_mod
-    from training.calibrate import calibrate
-    from training.model import ARCHS, INPUT_MULTIPLE, build_detector, first_layer_params
 
-    reps = calibration_pictures(cfg, sources)
-    entries = export_models(cfg, model, work, reps)
-    fh, fw = cfg.frame_size
+    manifest = manifest_step(cfg, fit)
+    manifest, evals, metrics, cal_info = evaluation_step(fit, manifest)
+    drops = int8_gate(cfg, metrics)
+    progress("evaluate: UIUC test scenes (single-scale official rule, rescaled multi-scale)")
+    scenes, truth = uiuc_scenes(fit.sources)
+    uiuc = evaluate_uiuc_all(fit.work, scenes, truth, manifest.threshold)
+    manifest = golden_step(fit, manifest, scenes)
+    site = site_step(cfg, fit, evals, metrics) if cfg.base else None
+    progress("latency, report")
+    latency = {p: time_invoke(fit.work, p, *cfg.frame_size) for p in PRECISIONS}
+    rep = report_mod.build_report(
+        cfg=cfg, fit=fit, manifest=manifest, metrics=metrics, drops=drops, uiuc=uiuc, calibration=cal_info,
+        latency=latency, total_seconds=time.time() - fit.t_start, site=site,
+    )
+    report_mod.write_report(fit.work, rep, fit.history, evals, fit.sources, uiuc, cfg.video)
+    decision = artifacts.promotion(Path(cfg.artifacts), rep, cfg.regress_points, cfg.promote)
+    final = artifacts.publish(fit.work, Path(cfg.artifacts), fit.run_name, promote=decision.promote)
+    return final, decision.reason
+
+
+def manifest_step(cfg: TrainConfig, fit: Fitted):
+    """Convert both models and write the manifest (calibration and golden come later)."""
+    from edge.manifest import Calibration, Manifest
+    from training.model import ARCHS, INPUT_MULTIPLE, build_detector
+
+    reps = calibration_pictures(cfg, fit.sources)
     manifest = Manifest(
-        directory=work, name=run_name, models=entries, stride=8, input_multiple=INPUT_MULTIPLE,
-        calibration=Calibration(), threshold=0.5, nms_iou=cfg.nms_iou, classes=["car"],
+        directory=fit.work, name=fit.run_name, models=export_models(cfg, fit.model, fit.work, reps), stride=8,
+        input_multiple=INPUT_MULTIPLE, calibration=Calibration(), threshold=0.5, nms_iou=cfg.nms_iou,
+        classes=["car"],
         extra={"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                "input_encoding": "greyscale pixel/255 quantised with models.<p>.input scale/zero_point "
                                  "(int8 = pixel - 128); padded bottom/right by edge replication",
                "input_stats": convert.calibration_stats(reps),
-               "training_data": {n: s.report for n, s in sources.items()},
-               "mix": {"spec": str(cfg.spec), "weights": spec.weights},
+               "training_data": {n: s.report for n, s in fit.sources.items()},
+               "mix": {"spec": str(cfg.spec), "weights": fit.spec.weights},
                "train_config": {k: v for k, v in asdict(cfg).items() if k != "user_sources"},
                "versions": artifacts.versions()},
     )
+    fh, fw = cfg.frame_size
     ph, pw = manifest.padded_size(fh, fw)
     manifest.extra["macs"] = {"input": [fh, fw], "padded_input": [ph, pw],
                               "macs": convert.count_macs(lambda h, w: build_detector(ARCHS[cfg.arch], h, w), ph, pw)}
     manifest.write()
+    return manifest
+
+
+def evaluation_step(fit: Fitted, manifest):
+    """Validation sets through edge, Platt calibration on the int8 results, per-dataset figures."""
+    from training.calibrate import calibrate
 
     progress("evaluate: validation sets through edge (float, int8)")
-    evals = {p: evaluate_sources(work, sources, p) for p in PRECISIONS}
-    cal_info = calibrate(calibration_examples(evals["int8"], sources))
-    cal, threshold = cal_info["calibration"], cal_info["threshold"]
-    manifest = replace(manifest, calibration=cal, threshold=threshold)
+    evals = {p: evaluate_sources(fit.work, fit.sources, p) for p in PRECISIONS}
+    cal_info = calibrate(calibration_examples(evals["int8"], fit.sources))
+    manifest = replace(manifest, calibration=cal_info["calibration"], threshold=cal_info["threshold"])
     manifest.write()
     for p in PRECISIONS:
-        apply_calibration(evals[p], cal)
-    metrics = {p: dataset_metrics(evals[p], sources, threshold) for p in PRECISIONS}
-    drops = int8_gate(cfg, metrics)
+        apply_calibration(evals[p], manifest.calibration)
+    metrics = {p: dataset_metrics(evals[p], fit.sources, manifest.threshold) for p in PRECISIONS}
+    return manifest, evals, metrics, cal_info
 
-    progress("evaluate: UIUC test scenes (single-scale official rule, rescaled multi-scale)")
-    scenes, truth = uiuc_scenes(sources)
-    uiuc = evaluate_uiuc_all(work, scenes, truth, threshold)
 
-    progress("golden frames for preflight, latency")
-    golden = artifacts.write_golden(work, golden_frames(sources, scenes), list(PRECISIONS))
+def site_step(cfg: TrainConfig, fit: Fitted, evals: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    """Fine-tuning: base vs fine-tuned on the site's held-out (newest) frames, and the
+    fine-tuned model's loss on the default validation sets against the base's report."""
+    from edge.model import ScoreMapModel
+    from training.evaluate import coco_ap, detection_at, presence, run_pictures
+
+    site = cfg.user_sources[0].name
+    pics = fit.sources[site].subset("val")
+    base_model = ScoreMapModel.load(cfg.base, precision="int8")
+    base_res, _ = run_pictures(base_model, pics)  # scores calibrated by the base's own manifest
+    hours = len(pics) / cfg.fps / 3600
+
+    def figures(res, thr: float) -> dict[str, Any]:
+        at = detection_at(res, thr)
+        return {"ap50": coco_ap(res)["ap50"], "presence_accuracy": presence(res, thr)["accuracy"],
+                "false_alarms": at["fp"], "false_alarms_per_hour": round(at["fp"] / max(hours, 1e-9), 1),
+                "precision": at["precision"], "recall": at["recall"], "threshold": thr}
+
+    new = metrics["int8"][site]
+    out = {"site": site, "held_out_frames": len(pics), "fps": cfg.fps, "base_run": str(cfg.base),
+           "base_sha256": base_model.spec.sha256,
+           "base": figures(base_res, base_model.manifest.threshold),
+           "finetuned": figures(evals["int8"][site]["results"], new["presence"]["threshold"])}
+    out["ap50_gain_points"] = round(((out["finetuned"]["ap50"] or 0) - (out["base"]["ap50"] or 0)) * 100, 2)
+    try:
+        old = json.loads((Path(cfg.base) / "report.json").read_text()).get("datasets", {})
+    except (OSError, ValueError):
+        old = {}
+    default_sets = {}
+    for name, m in metrics["int8"].items():
+        if name == site or name not in old:
+            continue
+        key = "ap50_int8" if m.get("ap50") is not None else "presence_auc_int8"
+        now = m["ap50"] if m.get("ap50") is not None else m["presence"]["auc"]
+        default_sets[name] = {"metric": key, "base": old[name].get(key), "finetuned": now,
+                              "drop_points": round((old[name].get(key, now) - now) * 100, 2)}
+    out["default_sets"] = default_sets
+    out["worst_default_drop_points"] = max((d["drop_points"] for d in default_sets.values()), default=0.0)
+    progress(f"site {site}: AP50 base {out['base']['ap50']} -> fine-tuned {out['finetuned']['ap50']} "
+             f"on {len(pics)} held-out frames; worst default-set drop {out['worst_default_drop_points']} points")
+    return out
+
+
+def golden_step(fit: Fitted, manifest, scenes):
+    progress("golden frames for preflight")
+    golden = artifacts.write_golden(fit.work, golden_frames(fit.sources, scenes), list(PRECISIONS))
     manifest = replace(manifest, extra={**manifest.extra, "golden": golden})
     manifest.write()
-    latency = {p: time_invoke(work, p, fh, fw) for p in PRECISIONS}
-
-    progress("report")
-    rep = report_mod.build_report(
-        cfg=cfg, run_name=run_name, manifest=manifest, metrics=metrics, drops=drops, uiuc=uiuc,
-        calibration=cal_info, dense=dense, latency=latency, history=history, best_epoch=best_epoch,
-        params=int(model.count_params()), first_layer=first_layer_params(model),
-        train_seconds=train_seconds, total_seconds=time.time() - t_start, sources=sources,
-    )
-    report_mod.write_report(work, rep, history, evals, sources, uiuc, cfg.video)
-    decision = artifacts.promotion(root, rep, cfg.regress_points, cfg.promote)
-    final = artifacts.publish(work, root, run_name, promote=decision.promote)
-    return final, decision.reason
-
+    return manifest

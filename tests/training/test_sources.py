@@ -145,3 +145,20 @@ def test_a_split_without_cars_is_an_error(tmp_path):
 def test_missing_folder_says_run_make_data(tmp_path):
     with pytest.raises(DatasetError, match="make data"):
         load_source(SourceSpec("x", "yolo", "x"), tmp_path / "nope", None)
+
+
+def test_jpeg_draft_decoding_keeps_boxes_on_the_original_scale(tmp_path):
+    """A 640 px JPEG is decoded at 320 by draft mode: boxes must be scaled by 0.5, not 1."""
+    root = tmp_path / "y"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    img = np.zeros((640, 640), np.uint8)
+    img[100:200, 300:500] = 255
+    for i in range(4):
+        Image.fromarray(img).save(root / "images" / f"f{i}.jpg", quality=95)
+        (root / "labels" / f"f{i}.txt").write_text("0 0.625 0.234375 0.3125 0.15625\n")
+    src = load_source(SourceSpec("y", "yolo", str(root), car_classes=("0",), max_side=320), root, None)
+    p = src.pictures[0]
+    assert p.image.shape == (320, 320) and p.scale == 0.5
+    np.testing.assert_allclose(p.boxes, [[150, 50, 100, 50]], atol=0.01)
+    assert p.image[60:90, 160:240].mean() > 200 and p.image[10:40, 10:40].mean() < 20
