@@ -71,7 +71,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, patience=args.patience, dense_epochs=args.dense_epochs, seed=args.seed,
         calibration_samples=args.calibration_samples, gate_points=args.gate_points,
         regress_points=args.regress_points, promote=args.promote, limit=args.limit, video=args.video,
-        user_sources=_user_sources(args), only_user=args.only_user,
+        user_sources=_user_sources(args), only_user=args.only_user, weights=args.weights,
     )
     final, decision = run(cfg)
     rep = json.loads((final / "report.json").read_text())
@@ -126,6 +126,14 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         state = "met" if t["met"] else ("n/a" if t["met"] is None else "NOT met")
         print(f"  target {t['target']}: {t['value']} (goal {t['goal']}) {state}")
     print(f"\nnext: make deploy PI=user@host MODEL={final}")
+    return 0
+
+
+def cmd_site_frames(args: argparse.Namespace) -> int:
+    from training.site_frames import materialise
+
+    info = materialise(Path(args.video), Path(args.labels), Path(args.out))
+    print(f"{args.out}: {info['frames']} labelled frames of {args.video} as a YOLO folder")
     return 0
 
 
@@ -242,7 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--car-classes", type=_names, default=["car"], help="--yolo: class names or numbers that are cars")
     t.add_argument("--ignore-classes", type=_names, default=[], help="--yolo: classes neither car nor background")
     t.add_argument("--folder", help="add your own class folders (DIR/car/*, DIR/no_car/*) to the mix")
-    t.add_argument("--classes", type=_classes, help="--folder: folder=class pairs, e.g. busy=car,free=no_car")
+    t.add_argument("--classes", type=_classes,
+                   help="--folder: folder=class pairs, e.g. busy=car,free=no_car; without it: car=car,no_car=no_car")
     t.add_argument("--folder-split", choices=["order", "time"], default="order",
                    help="--folder: hold out the last files by name, or by YYYYMMDD_HHMM time")
     t.add_argument("--user-weight", type=float, default=2.0, help="share of your own source in each epoch (vs mix weights)")
@@ -265,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="max AP50 loss (points) vs the current latest before latest stays put")
     t.add_argument("--promote", action="store_true", help="move latest to this run even if it regressed")
     t.add_argument("--limit", type=int, default=0, help="at most N pictures per source and split (0 = all)")
+    t.add_argument("--weights", default="", help="skip training: use these fitted weights ('' = train)")
     t.add_argument("--video", default=str(Path(DEFAULT_MIRROR) / "video" / "highway-320x240.avi"),
                    help="clip annotated in the report ('' = none)")
     t.add_argument("--verbose", action="store_true", help="show TensorFlow's C++ log and debug logging")
@@ -299,19 +309,27 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--verbose", action="store_true", help="show TensorFlow's C++ log and debug logging")
     f.set_defaults(fn=cmd_finetune)
 
+    sf = sub.add_parser("site-frames", help="a YOLO folder from a video + label files naming its frames by index")
+    sf.add_argument("--video", required=True, help="the camera's clip")
+    sf.add_argument("--labels", required=True, help="folder with labels/frame_NNNNNN.txt and classes.yaml")
+    sf.add_argument("--out", required=True, help="YOLO folder to write (images/ + labels/)")
+    sf.add_argument("--verbose", action="store_true", help="debug logging")
+    sf.set_defaults(fn=cmd_site_frames)
+
     e = sub.add_parser("evaluate", help="score a trained model on UIUC scenes, a class folder or a YOLO folder")
     e.add_argument("--model", required=True, help="model directory (with manifest.json)")
     e.add_argument("--scenes", help="UIUC TestImages folder")
     e.add_argument("--truth", help="UIUC truth: trueLocations.txt (n: (i,j)) or the multi-scale (i,j,w) format")
     e.add_argument("--pictures", help="class folders DIR/car, DIR/no_car: presence per picture")
-    e.add_argument("--classes", type=_classes, help="--pictures: folder=class pairs, e.g. busy=car,free=no_car")
+    e.add_argument("--classes", type=_classes,
+                   help="--pictures: folder=class pairs, e.g. busy=car,free=no_car; without it: car=car,no_car=no_car")
     e.add_argument("--yolo", help="YOLO-format folder: COCO AP, AP50, precision/recall")
     e.add_argument("--car-classes", type=_names, default=["car"], help="--yolo: car class names or numbers")
     e.add_argument("--ignore-classes", type=_names, default=[], help="--yolo: ignore-region classes")
     e.add_argument("--max-side", type=positive_int, default=320, help="pictures are scaled down to this longer side")
     e.add_argument("--precision", choices=["int8", "float"], default="int8", help="which model file")
     e.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto", help="TFLite runtime")
-    e.add_argument("--threshold", type=probability, default=None, help="score threshold (default: the manifest's)")
+    e.add_argument("--threshold", type=probability, default=None, help="calibrated score threshold 0..1; without it: the manifest's")
     e.add_argument("--json", help="also write the figures to this file")
     e.add_argument("--verbose", action="store_true", help="show TensorFlow's C++ log and debug logging")
     e.set_defaults(fn=cmd_evaluate)

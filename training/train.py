@@ -62,6 +62,7 @@ class TrainConfig:
     user_sources: list[SourceSpec] = field(default_factory=list)  # --yolo / --folder
     only_user: bool = False  # train on user_sources alone
     base: str = ""  # fine-tune: start from this run's weights (its arch); user_sources[0] is the site
+    weights: str = ""  # skip training: convert/evaluate/report these fitted weights (kept by a failed run)
     fps: float = 15.0  # fine-tune: the site camera's frame rate, for false alarms per hour of frames
 
 
@@ -398,16 +399,35 @@ def run(cfg: TrainConfig) -> tuple[Path, str]:
     set_seeds(cfg.seed)
     spec, sources = load_data(cfg)
     t0 = time.time()
-    model, history, best_epoch = fit_detector(cfg, sources, spec.weights)
+    if cfg.weights:
+        model, history, best_epoch = fitted_from(cfg)
+    else:
+        model, history, best_epoch = fit_detector(cfg, sources, spec.weights)
+    kept = root / f".{run_name}.{KERAS_WEIGHTS}"
+    root.mkdir(parents=True, exist_ok=True)
+    model.save_weights(kept)  # a failure after training must not cost the training
     progress("train: dense baseline on the UIUC windows")
     dense = fit_dense(cfg, next((s for s in sources.values() if s.spec.kind == "uiuc"), None))
     work = artifacts.new_work_dir(root, run_name)
     fit = Fitted(run_name, work, spec, sources, model, history, best_epoch, dense, time.time() - t0, t_start)
     try:
-        return _finish(cfg, fit)
+        result = _finish(cfg, fit)
     except BaseException:
         artifacts.discard(work)
+        progress(f"the trained weights are kept in {kept}: `--weights {kept}` redoes the rest without training")
         raise
+    kept.unlink(missing_ok=True)
+    return result
+
+
+def fitted_from(cfg: TrainConfig):
+    """A model with weights kept by an earlier run (or any run's detector.weights.h5)."""
+    from training.model import ARCHS, build_detector
+
+    model = build_detector(ARCHS[cfg.arch])
+    model.load_weights(cfg.weights)
+    progress(f"train: skipped, weights from {cfg.weights}")
+    return model, {}, 0
 
 
 def _finish(cfg: TrainConfig, fit: Fitted) -> tuple[Path, str]:

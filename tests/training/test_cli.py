@@ -29,9 +29,10 @@ def test_every_option_has_help_with_its_default() -> None:
 
 def test_every_subcommand_parses_with_its_defaults() -> None:
     parser = build_parser()
-    assert parser.parse_args(["train"]).epochs == 40
-    assert parser.parse_args(["data"]).dest == "data/CarData"
-    assert parser.parse_args(["evaluate", "--model", "m"]).scales is None
+    assert parser.parse_args(["train"]).epochs == 30
+    assert parser.parse_args(["data"]).dest == "data"
+    assert parser.parse_args(["evaluate", "--model", "m"]).threshold is None
+    assert parser.parse_args(["finetune", "--base", "b", "--data", "d"]).holdout == 0.25
 
 
 def test_version() -> None:
@@ -47,7 +48,6 @@ def test_unknown_option_is_named_before_missing_required(capsys: pytest.CaptureF
 
 @pytest.mark.parametrize("argv,option", [
     (["evaluate", "--model", "m", "--threshold", "2"], "--threshold"),
-    (["evaluate", "--model", "m", "--scales", "0.5,,1"], "--scales"),
     (["evaluate", "--model", "m", "--runtime", "gpu"], "--runtime"),
     (["train", "--epochs", "0"], "--epochs"),
     (["train", "--classes", "busy"], "--classes"),
