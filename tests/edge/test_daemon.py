@@ -205,6 +205,7 @@ def test_replay_writes_events_and_exits(trained_model_dir, video_path, tmp_path)
     ({"model": {"runtime": "gpu"}}, "model.runtime = 'gpu' is not allowed; use one of 'auto', 'litert'"),
     ({"source": {"fps": "fast"}}, "source.fps must be a number"),
     ({"watchdog": {"frame_timeoutt": 1}}, "unknown key watchdog.frame_timeoutt"),
+    ({"http": {"host": "0.0.0.0"}}, "http.token must be set when http.host = '0.0.0.0'"),
 ])
 def test_bad_config_names_the_key(trained_model_dir, tmp_path, edit, expect):
     cfg = write_config(tmp_path / "c.toml", trained_model_dir, tmp_path, None, **edit)
