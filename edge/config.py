@@ -235,13 +235,51 @@ class EventsConfig:
     backups: int = setting(5, Range(ge=0))
 
 
+def _readable_file(value: str) -> str | None:
+    """Empty (unset), or an absolute path to a file this process can read (the daemon's user,
+    at load: a typo or a root-only key must stop the start, not fail every reconnect)."""
+    if not value:
+        return None
+    path = Path(value)
+    if not path.is_absolute():
+        return f"= {value!r} must be an absolute path (the service runs in /)"
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except IsADirectoryError:
+        return f"= {value!r} is a directory, not a file"
+    except OSError as exc:
+        return f"= {value!r} cannot be read ({exc.strerror or exc})"
+    return None
+
+
+@dataclass
+class MqttTlsConfig:
+    enabled: bool = False
+    # PEM file with the CA that signed the broker's certificate; "" = the system's CAs
+    ca_file: str = setting("", _readable_file)
+    # client certificate (PEM) and its unencrypted key, for brokers that require one
+    cert_file: str = setting("", _readable_file)
+    key_file: str = setting("", _readable_file)
+    # true: do not check that the certificate names mqtt.host (the CA is still checked)
+    insecure: bool = False
+
+    def check(self) -> None:
+        for key in ("ca_file", "cert_file", "key_file", "insecure"):
+            _need(self.enabled or not getattr(self, key), f"mqtt.tls.{key}",
+                  "is set but mqtt.tls.enabled = false, so MQTT would run without TLS; "
+                  "set mqtt.tls.enabled = true (or remove the key)")
+        _need(bool(self.cert_file) or not self.key_file, "mqtt.tls.key_file",
+              "needs mqtt.tls.cert_file (the certificate that goes with the key)")
+
+
 @dataclass
 class MqttConfig:
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = setting(1883, Range(ge=1, le=65535))
     username: str = ""
-    password: str = ""
+    password: str = setting("", secret=True)
     client_id: str = "car-detector"
     topic_prefix: str = "car-detector"
     discovery: bool = True
@@ -250,6 +288,7 @@ class MqttConfig:
     queue_max: int = setting(10000, Range(ge=1))
     # 0 disables MQTT keepalive: a silently dead broker connection would never be noticed.
     keepalive_s: int = setting(30, Range(ge=1))
+    tls: MqttTlsConfig = field(default_factory=MqttTlsConfig)
 
 
 def _long_secret(value: str, min_len: int) -> str | None:

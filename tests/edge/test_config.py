@@ -36,6 +36,8 @@ def toml_value(v: object) -> str:
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(v, list):
         return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):  # a nested table such as mqtt.tls, inline
+        return "{" + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + "}"
     return repr(v)
 
 
@@ -310,3 +312,49 @@ def test_removed_snapshot_stream_key_is_refused(tmp_path: Path) -> None:
     """It promised colour snapshots that nothing served; an old config is told, not ignored."""
     msg = error(tmp_path, "[source]\nsnapshot_stream = true\n")
     assert "unknown key source.snapshot_stream" in msg
+
+
+@pytest.mark.parametrize("value", ["123456789", "[\"hunter2\"]", "{ pw = \"hunter2\" }", "12345.678"])
+def test_mqtt_password_errors_never_show_the_password(tmp_path: Path, value: str) -> None:
+    """A password typed without quotes is still the password: the error must not print it."""
+    msg = error(tmp_path, f"[mqtt]\npassword = {value}\n")
+    assert "mqtt.password must be a string" in msg
+    for secret in ("123456789", "hunter2", "12345.678"):
+        assert secret not in msg, msg
+
+
+def test_mqtt_password_is_left_out_of_the_config_repr(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, '[mqtt]\nusername = "u"\npassword = "hunter2-secret"\n'))
+    assert cfg.mqtt.password == "hunter2-secret"
+    assert "hunter2" not in repr(cfg) and "hunter2" not in repr(cfg.mqtt)
+
+
+def test_mqtt_tls_files_are_checked_at_load(tmp_path: Path) -> None:
+    pem = tmp_path / "ca.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\n")
+    cfg = load_config(write(tmp_path, f'[mqtt.tls]\nenabled = true\nca_file = "{pem}"\n'))
+    assert cfg.mqtt.tls.enabled and cfg.mqtt.tls.ca_file == str(pem) and not cfg.mqtt.tls.insecure
+    missing = tmp_path / "nope.pem"
+    msg = error(tmp_path, f'[mqtt.tls]\nenabled = true\nca_file = "{missing}"\n')
+    assert f"mqtt.tls.ca_file = '{missing}' cannot be read (No such file or directory)" in msg
+    msg = error(tmp_path, f'[mqtt.tls]\nenabled = true\ncert_file = "{tmp_path}"\n')
+    assert "mqtt.tls.cert_file" in msg and "is a directory" in msg
+    msg = error(tmp_path, '[mqtt.tls]\nenabled = true\nca_file = "certs/ca.pem"\n')
+    assert "mqtt.tls.ca_file" in msg and "absolute path" in msg
+
+
+def test_mqtt_tls_key_without_certificate_is_refused(tmp_path: Path) -> None:
+    key = tmp_path / "client.key"
+    key.write_text("x")
+    msg = error(tmp_path, f'[mqtt.tls]\nenabled = true\nkey_file = "{key}"\n')
+    assert "mqtt.tls.key_file needs mqtt.tls.cert_file" in msg
+
+
+@pytest.mark.parametrize("key,value", [("ca_file", "CA"), ("insecure", "true")])
+def test_mqtt_tls_settings_without_tls_enabled_are_refused(tmp_path: Path, key: str, value: str) -> None:
+    """A CA file with enabled = false would silently send the password in clear."""
+    pem = tmp_path / "ca.pem"
+    pem.write_text("x")
+    text = f'"{pem}"' if value == "CA" else value
+    msg = error(tmp_path, f"[mqtt.tls]\n{key} = {text}\n")
+    assert f"mqtt.tls.{key} is set but mqtt.tls.enabled = false" in msg
