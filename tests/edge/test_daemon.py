@@ -428,8 +428,7 @@ def test_sigterm_with_a_hung_broker_stops_within_2s_and_keeps_unacknowledged_eve
         trained_model_dir, video_path, tmp_path, mosquitto):
     """A SIGSTOPped broker keeps the TCP connection open but never acknowledges: the
     shutdown must not wait for it beyond its budget, and nothing unacknowledged is lost."""
-    svc = Service(_mqtt_service_config(tmp_path, trained_model_dir, video_path, mosquitto.port,
-                                       http={"enabled": False}), None)
+    svc = Service(_mqtt_service_config(tmp_path, trained_model_dir, video_path, mosquitto.port), None)
     try:
         svc.wait_log("ready")
         deadline = time.monotonic() + 60
