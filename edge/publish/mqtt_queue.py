@@ -64,6 +64,7 @@ class DiskQueue:
     _file: IO[bytes] | None = None
     _done_lines: int = 0
     _disk_ok: bool = True
+    _closed: bool = False
 
     def check(self) -> None:
         """What open() will need, without touching the file: a SIGHUP reload checks the new
@@ -134,6 +135,8 @@ class DiskQueue:
 
     def _write(self, rec: dict[str, Any], sync: bool) -> None:
         """Append one record; a failing disk degrades to memory-only, loudly, once."""
+        if self._closed:  # a late ack after close(): the file may have a new owner (reload)
+            return
         try:
             if self._file is None:
                 self._file = open_append(self.path)
@@ -203,7 +206,7 @@ class DiskQueue:
         self._maybe_compact()
 
     def _maybe_compact(self) -> None:
-        if self._done_lines == 0 or not self._disk_ok:
+        if self._done_lines == 0 or not self._disk_ok or self._closed:
             return
         if not self.items or self._done_lines > max(256, len(self.items)):
             try:
@@ -212,6 +215,11 @@ class DiskQueue:
                 log.error("MQTT queue %s: compaction failed: %s", self.path, exc)
 
     def close(self) -> None:
+        """Compact and let go of the file for good: after this nothing here writes to it,
+        since the next owner (a reloaded publisher, the next start) may already have it."""
+        if self._closed:
+            return
+        self._closed = True
         if self._file is not None:
             if self._done_lines and self._disk_ok:
                 try:

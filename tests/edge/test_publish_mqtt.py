@@ -22,6 +22,7 @@ from edge.events import ARRIVED, LEFT, Box, Event
 from edge.publish import PublishSetupError
 from edge.publish.base import CLOSE_TIMEOUT_S
 from edge.publish.mqtt import MqttPublisher
+from edge.publish.mqtt_queue import DiskQueue
 from tests.edge.conftest import Broker, free_port, mode
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(60)]
@@ -661,3 +662,17 @@ def test_an_encrypted_client_key_is_refused_without_prompting(tmp_path: Path, pk
     openssl("pkey", "-in", pki.client[0], "-out", enc, "-aes256", "-passout", "pass:secret")
     with pytest.raises(PublishSetupError, match=r"mqtt\.tls\.key_file is encrypted"):
         MqttPublisher(tls_cfg(free_port(), tmp_path, pki, {"cert_file": str(pki.client[1]), "key_file": str(enc)}), [])
+
+
+def test_the_queue_never_writes_after_close(tmp_path: Path) -> None:
+    """A late acknowledgement (sender thread past the close budget) must not touch a file
+    that a reloaded publisher may own by now."""
+    q = DiskQueue(tmp_path / "q.jsonl", 10)
+    q.open()
+    q.append(make_event(0).to_dict())
+    (item,) = q.take(1)
+    q.close()
+    before = q.path.read_bytes()
+    q.done(item)
+    q.append(make_event(1).to_dict())
+    assert q.path.read_bytes() == before
