@@ -75,10 +75,6 @@ class Topics:
         )
 
     @property
-    def zones(self) -> list[str]:
-        return list(self.zone_slugs)
-
-    @property
     def events(self) -> str:
         return f"{self.prefix}/events"
 
