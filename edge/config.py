@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
+import socket
 import sys
 import types
 import typing
@@ -129,6 +131,36 @@ def field_check(f: dataclasses.Field) -> Check | None:
 def _need(cond: bool, key: str, msg: str) -> None:
     if not cond:
         raise ConfigError(f"{key} {msg}")
+
+
+# A camera id names MQTT topic levels, the MQTT client id, Home Assistant node and unique
+# ids (which allow only [A-Za-z0-9_-]) and the Prometheus `camera` label: one rule fits all.
+CAMERA_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
+
+
+def _camera_id(value: str) -> str | None:
+    if CAMERA_ID.fullmatch(value):
+        return None
+    return (f"= {value!r} is not a usable camera id; use 1-63 letters, digits, '-' or '_' starting "
+            "with a letter or digit (it names MQTT topics, Home Assistant ids and the Prometheus "
+            "camera label), e.g. \"driveway\"")
+
+
+def default_camera_id() -> str:
+    """This machine's host name, made a valid camera id.
+
+    Why the host name: a fleet deployed by Ansible already names each Pi, so one config file
+    serves every camera. Pis flashed from one image all answer "raspberrypi"; the MQTT
+    publisher reports such duplicates loudly instead of letting them knock each other off.
+    """
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", socket.gethostname().split(".")[0]).strip("-_")
+    return name[:63] or "car-detector"
+
+
+@dataclass
+class CameraConfig:
+    # names this daemon on the broker, in Home Assistant and in Prometheus; unique per fleet
+    id: str = setting(check=_camera_id, factory=default_camera_id)
 
 
 @dataclass
@@ -280,7 +312,6 @@ class MqttConfig:
     port: int = setting(1883, Range(ge=1, le=65535))
     username: str = ""
     password: str = setting("", secret=True)
-    client_id: str = "car-detector"
     topic_prefix: str = "car-detector"
     discovery: bool = True
     discovery_prefix: str = "homeassistant"
@@ -335,6 +366,7 @@ class LogConfig:
 
 @dataclass
 class Config:
+    camera: CameraConfig = field(default_factory=CameraConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     source: SourceConfig = field(default_factory=SourceConfig)
     processing: ProcessingConfig = field(default_factory=ProcessingConfig)
@@ -428,12 +460,21 @@ def _convert_field(f: dataclasses.Field, tp: Any, value: Any, key: str) -> Any:
     return out
 
 
+# Keys an older config may still carry, and what to do instead.
+REPLACED_KEYS = {
+    "mqtt.client_id": "the MQTT client id is built from [camera] id (default: the host name); "
+                      "remove the line and set camera.id if the host name does not suit",
+}
+
+
 def _build(cls: type, data: Any, prefix: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"[{prefix}] must be a table of keys, got {data!r}")
     hints = get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(data) - set(names))
+    if unknown and (gone := f"{prefix}.{unknown[0]}" if prefix else unknown[0]) in REPLACED_KEYS:
+        raise ConfigError(f"{gone} is no longer a setting: {REPLACED_KEYS[gone]}")
     if unknown:
         raise ConfigError(
             f"unknown key {prefix + '.' if prefix else ''}{unknown[0]}; "

@@ -89,7 +89,7 @@ class Daemon:
         self.probe = probe or PlatformProbe()
         self.stop_event = threading.Event()
         self.reload_requested = threading.Event()
-        self.metrics = Metrics()
+        self.metrics = Metrics(camera=cfg.camera.id)
         self.stats = RollingStats(cfg.latency.window)
         self.frames = 0
         self.ready_sent = False
@@ -103,8 +103,9 @@ class Daemon:
         log.info("model loaded", extra={"runtime": detector.runtime, "model": cfg.model.path,
                                         "threads": cfg.model.num_threads, "precision": cfg.model.precision,
                                         "threshold": detector.threshold})
-        self.publisher: Publisher = build_publishers(cfg, ["frame", *cfg.zones],
-                                                     on_queue_depth=self.metrics.set_mqtt_queue_depth)
+        self.publisher: Publisher = build_publishers(
+            cfg, ["frame", *cfg.zones], on_queue_depth=self.metrics.set_mqtt_queue_depth,
+            on_identity_conflict=self.metrics.inc_camera_id_conflict)
         self.pipeline = Pipeline(cfg, detector, build_decider(cfg), self.publisher, self.metrics, self.stats)
 
     # --- signals ---------------------------------------------------------------
@@ -147,12 +148,16 @@ class Daemon:
             if self.config_path is None:
                 raise ConfigError("no config file to reload from")
             new_cfg = load_config(self.config_path)
+            if new_cfg.camera != self.cfg.camera:  # it names the Prometheus series of this process
+                log.warning("camera.id changed; it takes effect at the next restart")
+                new_cfg.camera = self.cfg.camera
             detector = load_model_checked(new_cfg)
             decider: Decider = build_decider(new_cfg)
             publisher = self.publisher
             if (new_cfg.events, new_cfg.mqtt, new_cfg.zones) != (self.cfg.events, self.cfg.mqtt, self.cfg.zones):
                 publisher = build_publishers(new_cfg, ["frame", *new_cfg.zones],
-                                             on_queue_depth=self.metrics.set_mqtt_queue_depth, start=False)
+                                             on_queue_depth=self.metrics.set_mqtt_queue_depth, start=False,
+                                             on_identity_conflict=self.metrics.inc_camera_id_conflict)
             source = None
             if new_cfg.source != self.cfg.source:
                 source = make_retrying_source(new_cfg.source, self.stop_event)

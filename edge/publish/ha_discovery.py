@@ -15,8 +15,9 @@ from edge.config import MqttConfig
 from edge.publish import PublishSetupError
 from edge.publish.base import STATS_FPS_KEY, STATS_LATENCY_P95_KEY
 
-ONLINE, OFFLINE = "online", "offline"  # payloads of <prefix>/status (retained; the will says offline)
-ON, OFF = "ON", "OFF"  # payloads of <prefix>/zone/<zone>/state (retained)
+ONLINE, OFFLINE = "online", "offline"  # payloads of <prefix>/<camera>/status (retained; the will says offline)
+ON, OFF = "ON", "OFF"  # payloads of <prefix>/<camera>/zone/<zone>/state (retained)
+NODE_PREFIX = "car-detector-"  # + camera id: MQTT client id and Home Assistant node/device id
 
 _SLUG = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -56,23 +57,39 @@ def slug_zones(zones: list[str]) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Topics:
-    """Every topic one detector uses; built (and checked) once from the config."""
+    """Every topic one detector uses; built (and checked) once from the config.
+
+    `prefix` is <mqtt.topic_prefix>/<camera.id>: a fleet shares the topic prefix, and each
+    camera's id keeps its topics, client id and Home Assistant ids apart.
+    """
 
     prefix: str
     discovery_prefix: str
-    node_id: str
-    client_id: str
+    camera_id: str
     zone_slugs: dict[str, str]
 
     @classmethod
-    def from_config(cls, cfg: MqttConfig, zones: list[str]) -> Topics:
+    def from_config(cls, cfg: MqttConfig, camera_id: str, zones: list[str]) -> Topics:
         return cls(
-            prefix=check_prefix(cfg.topic_prefix, "mqtt.topic_prefix"),
+            prefix=f"{check_prefix(cfg.topic_prefix, 'mqtt.topic_prefix')}/{camera_id}",
             discovery_prefix=check_prefix(cfg.discovery_prefix, "mqtt.discovery_prefix"),
-            node_id=slug(cfg.client_id or "car-detector"),
-            client_id=cfg.client_id,
+            camera_id=camera_id,
             zone_slugs=slug_zones(list(dict.fromkeys(zones))),
         )
+
+    @property
+    def node_id(self) -> str:
+        """Home Assistant node id and device identifier; also the MQTT client id."""
+        return NODE_PREFIX + self.camera_id
+
+    @property
+    def client_id(self) -> str:
+        return self.node_id
+
+    @property
+    def instance(self) -> str:
+        """Retained claim of the running daemon (see MqttPublisher: duplicate camera ids)."""
+        return f"{self.prefix}/instance"
 
     @property
     def events(self) -> str:
@@ -93,7 +110,7 @@ class Topics:
 def _device(topics: Topics) -> dict[str, Any]:
     return {
         "identifiers": [topics.node_id],
-        "name": f"Car detector {topics.client_id}",
+        "name": f"Car detector {topics.camera_id}",
         "manufacturer": "car-detector",
         "model": "int8 CNN on Raspberry Pi",
         "sw_version": __version__,

@@ -22,13 +22,26 @@ Locking: paho calls on_publish while holding its own message lock, so we never c
 client.publish() while holding ours, and on_publish only enqueues the mid. Acks are
 matched to messages by the sender thread, which is also the only thread that records
 mids, so an ack can never be processed before its mid is known.
+
+Duplicate camera ids
+--------------------
+Two daemons with one camera.id share a client id, and the broker silently hands it to
+whichever connected last: both keep reconnecting and knocking each other off. So on each
+connect the publisher subscribes to `<prefix>/<camera>/instance`, then publishes there
+(retained) a claim with a random nonce of its own. The retained claim that arrives before
+ours is the previous owner's (a restart looks just like that) and is not held against
+anyone; a foreign claim seen after ours was on the broker means another daemon claimed
+the id since: an ERROR naming the other host, and `on_identity_conflict`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
+import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -49,18 +62,21 @@ log = logging.getLogger(__name__)
 
 WINDOW = 100  # events handed to paho but not yet acknowledged
 _GOODBYE_S = 0.25  # of it, kept back from the flush for "offline" + DISCONNECT
+_CONFLICT_LOG_EVERY_S = 60.0  # a duplicate id reconnects every second or two: one ERROR a minute
 
 _ONLINE_MARK = object()  # by_mid value of the availability message sent on connect
 _OTHER_MARK = object()  # states, stats, discovery: tracked only so flush() can wait for them
 
 
 class MqttPublisher(Publisher):
-    """Publishes to `<topic_prefix>/events`, `/zone/<zone>/state`, `/status`, `/stats`.
+    """Publishes to `<topic_prefix>/<camera_id>/events`, `/zone/<zone>/state`, `/status`,
+    `/stats`, `/instance`.
 
     Construction never waits for the broker: paho connects in the background and keeps
     retrying with exponential backoff (reconnect_min_s doubling up to reconnect_max_s).
     `on_queue_depth(n)` is called whenever the number of unacknowledged events changes
-    (the daemon points it at its Prometheus gauge).
+    (the daemon points it at its Prometheus gauge); `on_identity_conflict()` each time
+    another daemon is seen claiming this camera id.
 
     With start=False the publisher is checked and built but owns nothing yet: no queue file
     open, no connection. A SIGHUP reload builds the new one that way, closes the old one, and
@@ -73,14 +89,22 @@ class MqttPublisher(Publisher):
         cfg: MqttConfig,
         zones: list[str],
         *,
+        camera_id: str,
         reconnect_min_s: int = 1,
         reconnect_max_s: int = 30,
         on_queue_depth: Callable[[int], None] | None = None,
+        on_identity_conflict: Callable[[], None] | None = None,
         start: bool = True,
     ) -> None:
         self.cfg = cfg
         self._on_queue_depth = on_queue_depth
-        self.topics = Topics.from_config(cfg, zones)
+        self._on_identity_conflict = on_identity_conflict
+        self.topics = Topics.from_config(cfg, camera_id, zones)
+        self._claim = json.dumps({"nonce": secrets.token_hex(8), "host": socket.gethostname(),
+                                  "pid": os.getpid(), "since": round(time.time(), 3)}).encode()
+        self._claimed = False  # our claim came back from the broker at least once
+        self.identity_conflicts = 0
+        self._last_conflict_log = 0.0
 
         self._cond = threading.Condition()
         self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -125,7 +149,7 @@ class MqttPublisher(Publisher):
     def _make_client(self, reconnect_min_s: int, reconnect_max_s: int) -> mqtt.Client:
         c = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=self.cfg.client_id,
+            client_id=self.topics.client_id,
             clean_session=True,
             protocol=mqtt.MQTTv311,
         )
@@ -140,6 +164,7 @@ class MqttPublisher(Publisher):
         c.on_connect_fail = self._on_connect_fail
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
+        c.on_message = self._on_message
         return c
 
     # ---------------------------------------------------------------- Publisher API
@@ -274,6 +299,9 @@ class MqttPublisher(Publisher):
                 return
             # Published before paho re-sends what it still holds; its PUBACK marks "ready".
             info = client.publish(self.topics.status, ONLINE, qos=1, retain=True)
+            # Subscribe first: the retained claim delivered then is the previous owner's.
+            client.subscribe(self.topics.instance, qos=1)
+            client.publish(self.topics.instance, self._claim, qos=1, retain=True)
             with self._cond:
                 self._connected = True
                 self._ready = False
@@ -312,6 +340,41 @@ class MqttPublisher(Publisher):
         if was and not self._closed:
             log.warning("MQTT connection to %s:%d lost (%s); reconnecting",
                         self.cfg.host, self.cfg.port, reason_code)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        """Claims on our instance topic: ours marks "claimed", a foreign one after that is
+        another daemon with this camera id."""
+        try:
+            if msg.topic != self.topics.instance:
+                return
+            if msg.payload == self._claim:
+                self._claimed = True
+            elif self._claimed:
+                self._report_conflict(msg.payload)
+        except Exception:  # never let a callback kill paho's network thread
+            log.exception("MQTT on_message failed")
+
+    def _report_conflict(self, payload: bytes) -> None:
+        self.identity_conflicts += 1
+        if self._on_identity_conflict is not None:
+            self._on_identity_conflict()
+        try:
+            other = json.loads(payload)
+            if not isinstance(other, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            other = {"claim": payload[:200].decode("utf-8", "replace")}
+        now = time.monotonic()
+        if self._last_conflict_log and now - self._last_conflict_log < _CONFLICT_LOG_EVERY_S:
+            return
+        self._last_conflict_log = now
+        log.error("MQTT: another daemon uses camera.id %r on broker %s:%d (host %s, pid %s); the broker "
+                  "gives client id %s to whichever connected last, so both keep being disconnected and "
+                  "their events and states mix. Give each camera its own [camera] id.",
+                  self.topics.camera_id, self.cfg.host, self.cfg.port, other.get("host", "?"),
+                  other.get("pid", "?"), self.topics.client_id,
+                  extra={"camera": self.topics.camera_id, "other": other,
+                         "conflicts": self.identity_conflicts})
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any,
                     properties: Any) -> None:

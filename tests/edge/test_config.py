@@ -10,7 +10,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import pytest
 
-from edge.config import Config, ConfigError, Range, Zone, field_check, load_config
+from edge.config import CAMERA_ID, Config, ConfigError, Range, Zone, default_camera_id, field_check, load_config
 from edge.runtimes import RUNTIMES
 
 
@@ -358,3 +358,25 @@ def test_mqtt_tls_settings_without_tls_enabled_are_refused(tmp_path: Path, key: 
     text = f'"{pem}"' if value == "CA" else value
     msg = error(tmp_path, f"[mqtt.tls]\n{key} = {text}\n")
     assert f"mqtt.tls.{key} is set but mqtt.tls.enabled = false" in msg
+
+
+def test_camera_id_defaults_to_the_host_name(tmp_path: Path) -> None:
+    import socket
+
+    cfg = load_config(write(tmp_path, ""))
+    assert cfg.camera.id == default_camera_id()
+    assert CAMERA_ID.fullmatch(cfg.camera.id)
+    if CAMERA_ID.fullmatch(socket.gethostname()):
+        assert cfg.camera.id == socket.gethostname()
+    assert load_config(write(tmp_path, '[camera]\nid = "drive-way_2"\n')).camera.id == "drive-way_2"
+
+
+@pytest.mark.parametrize("value", ['""', '"drive way"', '"cams/1"', '"cam+"', '"#"', '"-lead"', '"é"',
+                                   f'"{"x" * 64}"', "3"])
+def test_a_camera_id_that_cannot_name_topics_or_labels_is_refused(tmp_path: Path, value: str) -> None:
+    assert "camera.id" in error(tmp_path, f"[camera]\nid = {value}\n")
+
+
+def test_the_old_mqtt_client_id_says_what_replaced_it(tmp_path: Path) -> None:
+    msg = error(tmp_path, '[mqtt]\nclient_id = "garage"\n')
+    assert "mqtt.client_id is no longer a setting" in msg and "[camera] id" in msg

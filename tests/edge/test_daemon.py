@@ -20,11 +20,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+CAM = "cam1"  # camera.id of the daemons under test: their topics are cd-test/cam1/...
 
 
 def write_config(path: Path, model_dir: Path, tmp: Path, video: Path | None, **sections) -> Path:
     src = {"kind": "video", "path": str(video), "loop": True, "pace": True} if video else {"kind": "synthetic"}
     base = {
+        "camera": {"id": CAM},
         "model": {"path": str(model_dir)},
         "source": src,
         "zones": {"left_lane": {"x": 0, "y": 60, "width": 160, "height": 180}},
@@ -305,7 +307,7 @@ def test_service_publishes_to_mqtt_and_loses_nothing_when_broker_restarts(
     svc = Service(cfg, None)
     try:
         svc.wait_log("ready")
-        sub.wait_for(lambda: len(sub.on("cd-test/events")) >= 2, timeout=60)
+        sub.wait_for(lambda: len(sub.on("cd-test/cam1/events")) >= 2, timeout=60)
         mosquitto.stop()
         t_down = time.time()
         time.sleep(3)  # frames keep flowing; events queue on disk
@@ -317,7 +319,7 @@ def test_service_publishes_to_mqtt_and_loses_nothing_when_broker_restarts(
         file_events = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
         sub.close()
         sub = Subscriber(mosquitto.port, ["cd-test/#"])  # retained state after the restart
-        sub.wait_for(lambda: any(m.topic.startswith("cd-test/zone/") for m in sub.msgs), timeout=10)
+        sub.wait_for(lambda: any(m.topic.startswith("cd-test/cam1/zone/") for m in sub.msgs), timeout=10)
     finally:
         svc.stop()
         sub.close()
@@ -376,7 +378,7 @@ def test_sighup_reload_carries_presence_and_closes_removed_zones(trained_model_d
         ("car_arrived", "kept"), ("car_arrived", "removed"), ("car_left", "removed")]
     assert d.pipeline.decider.presence() == {"frame": True, "left_lane": True, "kept": True}
     metrics = d.metrics.render()[0].decode()
-    assert 'car_detector_zone_present{zone="removed"} 0.0' in metrics
+    assert 'car_detector_zone_present{camera="cam1",zone="removed"} 0.0' in metrics
 
 
 def _mqtt_service_config(tmp_path, model_dir, video, port, **extra):
@@ -418,8 +420,8 @@ def test_mqtt_queue_depth_metric_counts_events_waiting_for_the_broker(trained_mo
             text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
             if len(_events_in_file(tmp_path)) == before:
                 break
-        depth = [ln for ln in text.splitlines() if ln.startswith("car_detector_mqtt_queue_depth ")]
-        assert depth == [f"car_detector_mqtt_queue_depth {float(before)}"], depth
+        depth = [ln for ln in text.splitlines() if ln.startswith('car_detector_mqtt_queue_depth{camera="cam1"} ')]
+        assert depth == [f'car_detector_mqtt_queue_depth{{camera="cam1"}} {float(before)}'], depth
     finally:
         svc.stop()
 
@@ -651,7 +653,7 @@ def test_sighup_changing_mqtt_settings_with_events_pending_delivers_each_once_in
         return Event(kind=ARRIVED, zone="frame", time=1_700_000_000.0 + i, frame_id=i, score=0.9, box=None,
                      dwell_s=None)
 
-    sub = Subscriber(mosquitto.port, ["cd-test/events"])
+    sub = Subscriber(mosquitto.port, ["cd-test/cam1/events"])
     d = Daemon(load_config(config(30)), config_path=tmp_path / "c.toml")
     try:
         deadline = time.monotonic() + 10
@@ -664,12 +666,12 @@ def test_sighup_changing_mqtt_settings_with_events_pending_delivers_each_once_in
         assert d.reload()
         for i in range(300, 400):
             d.publisher.publish_event(event(i))
-        sub.wait_for(lambda: len(sub.on("cd-test/events")) >= 400, timeout=30)
+        sub.wait_for(lambda: len(sub.on("cd-test/cam1/events")) >= 400, timeout=30)
         time.sleep(1.0)  # duplicates, if any, would arrive now
     finally:
         d.publisher.close()
         sub.close()
-    got = [json.loads(m.payload)["frame_id"] for m in sub.on("cd-test/events")]
+    got = [json.loads(m.payload)["frame_id"] for m in sub.on("cd-test/cam1/events")]
     assert got == list(range(400)), f"{len(got)} received, {len(got) - len(set(got))} duplicates"
     assert "already connected" not in mosquitto.log.read_text(), "client id taken over during the reload"
 

@@ -16,7 +16,7 @@ from edge.config import MqttConfig, MqttTlsConfig
 from edge.publish import PublishSetupError
 from edge.publish.mqtt import MqttPublisher
 from tests.edge.conftest import Broker, free_port
-from tests.edge.test_publish_mqtt import PREFIX, Subscriber, make_cfg, make_event, wait_until
+from tests.edge.test_publish_mqtt import BASE, CAM, Subscriber, make_cfg, make_event, wait_until
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(60)]
 
@@ -105,8 +105,8 @@ def tls_mosquitto(mosquitto_binary: str, tmp_path: Path, pki: Pki) -> Iterator[B
 
 def test_tls_broker_gets_events_in_order_over_a_verified_connection(tls_mosquitto: Broker, tmp_path: Path,
                                                                    pki: Pki) -> None:
-    sub = TlsSubscriber(tls_mosquitto.port, [f"{PREFIX}/events"], pki)
-    pub = MqttPublisher(tls_cfg(tls_mosquitto.port, tmp_path, pki, username="u", password="hunter2"), ["drive"])
+    sub = TlsSubscriber(tls_mosquitto.port, [f"{BASE}/events"], pki)
+    pub = MqttPublisher(tls_cfg(tls_mosquitto.port, tmp_path, pki, username="u", password="hunter2"), ["drive"], camera_id=CAM)
     try:
         wait_until(lambda: pub.connected)
         for i in range(5):
@@ -122,7 +122,7 @@ def test_tls_with_the_wrong_ca_never_connects_and_says_why(tls_mosquitto: Broker
                                                            caplog: pytest.LogCaptureFixture) -> None:
     cfg = make_cfg(tls_mosquitto.port, tmp_path, tls=MqttTlsConfig(enabled=True, ca_file=str(pki.other_ca[1])))
     with caplog.at_level(logging.ERROR, logger="edge.publish.mqtt"):
-        pub = MqttPublisher(cfg, [], reconnect_min_s=1, reconnect_max_s=1)
+        pub = MqttPublisher(cfg, [], reconnect_min_s=1, reconnect_max_s=1, camera_id=CAM)
         try:
             pub.publish_event(make_event(0))
             wait_until(lambda: any("TLS handshake failed" in r.getMessage() for r in caplog.records))
@@ -140,7 +140,7 @@ def test_tls_checks_the_broker_name_unless_insecure(tls_mosquitto: Broker, tmp_p
                                                     caplog: pytest.LogCaptureFixture) -> None:
     """The broker's certificate lists 127.0.0.1 only; "localhost" is a different name."""
     with caplog.at_level(logging.ERROR, logger="edge.publish.mqtt"):
-        pub = MqttPublisher(tls_cfg(tls_mosquitto.port, tmp_path, pki, host="localhost"), [])
+        pub = MqttPublisher(tls_cfg(tls_mosquitto.port, tmp_path, pki, host="localhost"), [], camera_id=CAM)
         try:
             wait_until(lambda: any("TLS handshake failed" in r.getMessage() for r in caplog.records))
             assert not pub.connected
@@ -149,7 +149,7 @@ def test_tls_checks_the_broker_name_unless_insecure(tls_mosquitto: Broker, tmp_p
     msg = next(r.getMessage() for r in caplog.records if "TLS handshake failed" in r.getMessage())
     assert "mismatch" in msg and "mqtt.host" in msg and "mqtt.tls.insecure" in msg
 
-    pub = MqttPublisher(tls_cfg(tls_mosquitto.port, tmp_path / "2", pki, {"insecure": True}, host="localhost"), [])
+    pub = MqttPublisher(tls_cfg(tls_mosquitto.port, tmp_path / "2", pki, {"insecure": True}, host="localhost"), [], camera_id=CAM)
     try:
         wait_until(lambda: pub.connected)
     finally:
@@ -160,14 +160,14 @@ def test_tls_client_certificate_for_a_broker_that_requires_one(mosquitto_binary:
                                                                pki: Pki) -> None:
     broker = tls_broker(mosquitto_binary, tmp_path, pki, require_certificate=True)
     try:
-        pub = MqttPublisher(tls_cfg(broker.port, tmp_path / "a", pki), [], reconnect_min_s=1, reconnect_max_s=1)
+        pub = MqttPublisher(tls_cfg(broker.port, tmp_path / "a", pki), [], reconnect_min_s=1, reconnect_max_s=1, camera_id=CAM)
         try:
             time.sleep(1.5)
             assert not pub.connected  # no certificate: refused
         finally:
             pub.close()
         pub = MqttPublisher(tls_cfg(broker.port, tmp_path / "b", pki, {"cert_file": str(pki.client[1]),
-                                                                  "key_file": str(pki.client[0])}), [])
+                                                                  "key_file": str(pki.client[0])}), [], camera_id=CAM)
         try:
             wait_until(lambda: pub.connected)
         finally:
@@ -180,13 +180,13 @@ def test_tls_files_that_are_not_pem_are_named_at_start(tmp_path: Path, pki: Pki)
     junk = tmp_path / "junk.pem"
     junk.write_text("not a certificate\n")
     with pytest.raises(PublishSetupError, match=r"mqtt\.tls\.ca_file"):
-        MqttPublisher(make_cfg(free_port(), tmp_path, tls=MqttTlsConfig(enabled=True, ca_file=str(junk))), [])
+        MqttPublisher(make_cfg(free_port(), tmp_path, tls=MqttTlsConfig(enabled=True, ca_file=str(junk))), [], camera_id=CAM)
     with pytest.raises(PublishSetupError, match=r"mqtt\.tls\.cert_file"):
-        MqttPublisher(tls_cfg(free_port(), tmp_path, pki, {"cert_file": str(junk), "key_file": str(pki.client[0])}), [])
+        MqttPublisher(tls_cfg(free_port(), tmp_path, pki, {"cert_file": str(junk), "key_file": str(pki.client[0])}), [], camera_id=CAM)
 
 
 def test_an_encrypted_client_key_is_refused_without_prompting(tmp_path: Path, pki: Pki) -> None:
     enc = tmp_path / "client-enc.key"
     openssl("pkey", "-in", pki.client[0], "-out", enc, "-aes256", "-passout", "pass:secret")
     with pytest.raises(PublishSetupError, match=r"mqtt\.tls\.key_file is encrypted"):
-        MqttPublisher(tls_cfg(free_port(), tmp_path, pki, {"cert_file": str(pki.client[1]), "key_file": str(enc)}), [])
+        MqttPublisher(tls_cfg(free_port(), tmp_path, pki, {"cert_file": str(pki.client[1]), "key_file": str(enc)}), [], camera_id=CAM)
