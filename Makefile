@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 FRAMES ?= 100000
 export PYTHON DATA_MIRROR MODEL
 
-.PHONY: venv data train test test-all bench soak deploy uninstall pi-sim clean
+.PHONY: venv data train test test-all bench soak deploy deploy-fleet uninstall pi-sim clean
 
 venv: $(VENV)/.installed
 
@@ -42,6 +42,10 @@ soak: venv
 
 deploy: venv
 	bash deploy/deploy.sh
+
+# Every Pi of an Ansible inventory at once: make deploy-fleet INVENTORY=... [DRY_RUN=1] (docs/deploy.md)
+deploy-fleet: venv
+	bash deploy/fleet/deploy-fleet.sh
 
 uninstall:
 	bash deploy/uninstall.sh
