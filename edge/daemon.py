@@ -90,6 +90,8 @@ class Daemon:
         self.stop_event = threading.Event()
         self.reload_requested = threading.Event()
         self.metrics = Metrics(camera=cfg.camera.id)
+        for zone in ["frame", *cfg.zones]:  # nothing is present before the first frame
+            self.metrics.set_zone_present(zone, False)
         self.stats = RollingStats(cfg.latency.window)
         self.frames = 0
         self.ready_sent = False

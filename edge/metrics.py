@@ -10,6 +10,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from edge.events import ARRIVED, LEFT
 from edge.latency import STAGES
 
 # Per-stage latencies on a Pi are a fraction of a millisecond (decode) up to a few hundred
@@ -19,6 +20,7 @@ LATENCY_BUCKETS = (
 )
 
 
+EVENT_KINDS = (ARRIVED, LEFT)
 CAMERA_LABEL = "camera"  # on every sample: `sum by (camera)` in a fleet's PromQL and dashboards
 
 
@@ -93,6 +95,8 @@ class Metrics:
         )
         for stage in STAGES:  # show every series from the start, not only after first use
             self.stage_seconds.labels(stage=stage)
+        for kind in EVENT_KINDS:  # an event rate of 0, not "no data", on a quiet street
+            self.events.labels(event=kind)
 
     def observe_stage(self, stage: str, seconds: float) -> None:
         if stage not in STAGES:

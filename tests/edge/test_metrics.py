@@ -105,3 +105,10 @@ def test_a_camera_label_sits_on_every_sample() -> None:
     assert got[("car_detector_camera_id_conflicts_total", (("camera", "driveway"),))] == 1
     assert got[("car_detector_zone_present", (("camera", "driveway"), ("zone", "drive")))] == 1
     assert all("camera" not in dict(labels) for _, labels in samples(Metrics()))
+
+
+def test_event_series_exist_before_the_first_event() -> None:
+    """A quiet camera shows an event rate of 0 in the fleet dashboard, not "no data"."""
+    got = samples(Metrics())
+    for kind in ("car_arrived", "car_left"):
+        assert got[("car_detector_events_total", (("event", kind),))] == 0
