@@ -8,7 +8,8 @@
 # 1. here, once: deploy.sh --stage-only runs make deploy's local checks and builds its bundle
 #    in build/deploy (DRY_RUN=1: builds nothing, only computes the ids a plan needs);
 # 2. ansible-playbook runs deploy/fleet/playbook.yml: on every host at once it copies the
-#    bundle and runs deploy/install.sh as root (become, unless logged in as root or the host
+#    bundle, with that host's camera_id and metrics_port written into its default config
+#    (host_config.py), and runs deploy/install.sh as root (become, unless logged in as root or the host
 #    has car_detector_pi_root), which checks, installs beside, preflights, switches and
 #    restarts - or rolls back - exactly as for one Pi. One host failing stops no other;
 # 3. one line per host: ok / unchanged / planned / rolled back / failed, with the reason;
@@ -69,11 +70,12 @@ list_hosts() {
 
 # Extra variables for the playbook: paths, the forwarded environment, the dry-run plan ids.
 write_vars() {
-    "$PYTHON" - "$OUT" "$DEPLOY" "${DRY_RUN:-}" <<'EOF'
+    "$PYTHON" - "$OUT" "$DEPLOY" "${DRY_RUN:-}" "${CONFIG:-firmware_config/config.toml}" <<'EOF'
 import json, os, sys
 from pathlib import Path
 
 out, scripts, dry = Path(sys.argv[1]), sys.argv[2], sys.argv[3].lower() in {"1", "y", "yes", "true", "on"}
+base_config = os.path.abspath(sys.argv[4])
 plan = {}
 if dry:
     for line in (out / "plan.env").read_text().splitlines():
@@ -83,6 +85,7 @@ forward = {k: v for k, v in os.environ.items() if k.startswith("CAR_DETECTOR_")}
 (out / "vars.json").write_text(json.dumps({
     "fleet_out": str(out), "fleet_scripts": scripts, "fleet_bundle": str(out / "bundle.tar.gz"),
     "fleet_dry_run": dry, "fleet_forward_env": forward, "fleet_plan_env": plan,
+    "fleet_python": sys.executable, "fleet_base_config": base_config,
 }, indent=2))
 EOF
 }

@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -168,6 +169,11 @@ def test_first_fleet_deploy_installs_every_host_at_once(fleet: Fleet) -> None:
         assert summary_line(fleet.first.stdout, host.name).split()[1] == "ok"
         assert "car-detector is active" in res[host.name]["reason"], res[host.name]
         assert "preflight" in Path(res[host.name]["log"]).read_text()
+        # the inventory names the camera: camera_id and metrics_port are in its config
+        config = tomllib.loads((host.root / "etc/car-detector/config.toml").read_text())
+        inv = host.inventory_vars(0)
+        assert config["camera"]["id"] == inv["camera_id"], config["camera"]
+        assert config["http"]["port"] == 9100 + fleet.hosts.index(host), config["http"]
     # In parallel: every host's install.sh started before any of them ended.
     intervals = [install_interval(r) for r in res.values()]
     assert max(s for s, _ in intervals) < min(e for _, e in intervals), intervals
@@ -208,6 +214,20 @@ def test_fleet_without_an_inventory_says_what_to_do(fleet: Fleet, tmp_path: Path
 
 
 # ---------------------------------------------------------------------------- failures
+
+def test_a_camera_id_the_daemon_refuses_stops_that_host_before_anything_is_copied(fleet: Fleet,
+                                                                                  tmp_path: Path) -> None:
+    a = fleet.hosts[0]
+    before, calls = snapshot(a.root), len(a.pi.systemctl_calls())
+    inventory = fleet.inventory(tmp_path / "inventory.yml", extra={"cam-a": {"camera_id": "front door"}})
+    result = fleet.deploy(inventory, LIMIT="cam-a")
+    assert result.returncode == 1, explain(result)
+    res = results()
+    assert list(res) == ["cam-a"] and res["cam-a"]["status"] == "failed", res
+    assert "camera.id = 'front door' is not a usable camera id" in res["cam-a"]["reason"], res["cam-a"]
+    assert "fix camera_id" in res["cam-a"]["reason"]
+    assert snapshot(a.root) == before and len(a.pi.systemctl_calls()) == calls
+
 
 def broken_runtime(dest: Path) -> Path:
     """A PYTHONPATH entry on which both inference runtimes fail to load, as they do on a Pi
