@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import selectors
 import signal
@@ -736,3 +737,42 @@ def test_a_truncated_video_replay_says_how_far_it_got(trained_model_dir, video_p
     assert f"ended after {decodable} of the {announced} frames its header announces" in warning["msg"]
     (done,) = [x for x in recs if x["msg"] == "source finished"]
     assert done["frames"] == decodable and "truncated or damaged (source.loop = false)" in done["reason"]
+
+
+def test_two_daemons_with_one_camera_id_log_an_error_and_count_it(trained_model_dir, tmp_path, mosquitto, caplog):
+    """Same camera.id on one broker: the broker silently swaps the client id between them;
+    both daemons must say so and count it on /metrics. A reload cannot rename a running
+    daemon (its Prometheus series and topics keep the id it started with)."""
+    import re
+
+    from edge.config import load_config
+    from edge.daemon import Daemon
+
+    caplog.set_level(logging.ERROR, logger="edge.publish.mqtt")
+
+    def config(name: str, cam: str) -> Path:
+        work = tmp_path / name
+        work.mkdir(exist_ok=True)
+        return write_config(work / "c.toml", trained_model_dir, work, None, camera={"id": cam},
+                            http={"enabled": False},
+                            mqtt={"enabled": True, "port": mosquitto.port, "topic_prefix": "cd-test",
+                                  "queue_path": str(work / "mqtt-queue.jsonl")})
+
+    def conflicts(d: Daemon) -> float:
+        m = re.search(rb'car_detector_camera_id_conflicts_total\{camera="cam1"\} (\S+)', d.metrics.render()[0])
+        return float(m.group(1)) if m else -1.0
+
+    a = Daemon(load_config(config("a", CAM)), config_path=tmp_path / "a" / "c.toml")
+    b = Daemon(load_config(config("b", CAM)), config_path=tmp_path / "b" / "c.toml")
+    try:
+        deadline = time.monotonic() + 20
+        while conflicts(a) < 1 or conflicts(b) < 1:
+            assert time.monotonic() < deadline, (conflicts(a), conflicts(b))
+            time.sleep(0.1)
+        config("a", "renamed")
+        assert a.reload() and a.cfg.camera.id == CAM
+    finally:
+        a.publisher.close()
+        b.publisher.close()
+    errors = [r.getMessage() for r in caplog.records if "another daemon uses camera.id 'cam1'" in r.getMessage()]
+    assert len(errors) >= 2, errors
