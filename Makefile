@@ -8,9 +8,11 @@ TRAIN_ARGS ?=
 BENCH_ARGS ?=
 PYTEST_ARGS ?=
 FRAMES ?= 100000
+N ?= 50
+FLEET_ARGS ?=
 export PYTHON DATA_MIRROR MODEL
 
-.PHONY: venv data train test test-all bench soak deploy deploy-fleet uninstall pi-sim clean
+.PHONY: venv data train test test-all bench soak fleet-test deploy deploy-fleet uninstall pi-sim clean
 
 venv: $(VENV)/.installed
 
@@ -39,6 +41,10 @@ bench: venv
 
 soak: venv
 	$(PYTHON) -m edge soak --model $(MODEL) --video "$(DATA_MIRROR)/video/highway-320x240.avi" --frames $(FRAMES) --json artifacts/soak.json
+
+# N daemons (with 1 and 10 beside them) on one mosquitto, the broker killed twice per phase (README "Many cameras")
+fleet-test: venv
+	$(PYTHON) -m loadtest --model $(MODEL) --video "$(DATA_MIRROR)/video/highway-320x240.avi" --daemons $(N) --json artifacts/fleet-test.json $(FLEET_ARGS)
 
 deploy: venv
 	bash deploy/deploy.sh

@@ -9,6 +9,7 @@ would count the harness's own blind spot as a lost event.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -67,11 +68,13 @@ class Broker:
         self.conf = workdir / "mosquitto.conf"
         persist = workdir / "mosquitto-db"
         persist.mkdir(exist_ok=True)
-        persist.chmod(0o777)  # started as root, mosquitto drops to its own user before saving
         self.log = workdir / "mosquitto.log"
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
+            # Stay who we are: a broker started as root would switch to the mosquitto user, and
+            # a change of user clears the parent-death signal that ends it with the harness.
+            f"user {pwd.getpwuid(os.getuid()).pw_name}\n"
             "persistence true\n"
             f"persistence_location {persist}/\n"
             "autosave_interval 1\n"

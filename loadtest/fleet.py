@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge.argparsing import Parser, add_version
+from edge.argparsing import Parser, add_version, positive_int
 from loadtest.broker import Broker, BrokerError
 from loadtest.daemons import MSG_LATENCY, MSG_MQTT_LEFT_QUEUED, DaemonSettings, FleetDaemon
-from loadtest.procs import Interrupted, ProcessRegistry, machine_cpu, processes_of_run
+from loadtest.procs import Interrupted, ProcessRegistry, cpu_seconds, machine_cpu, processes_of_run
 from loadtest.recorder import Recorder
 from loadtest.report import compare_events, format_table, pct, reconnect_delays, spread
 from loadtest.scene import FRAME_ZONE, Probe, SceneError, derive_clip, probe_zones
@@ -143,16 +143,19 @@ class Phase:
         startup_s = _wait_ready(self.daemons, timeout)
         log.info("N=%d: all daemons ready and connected after %.1f s", self.n, startup_s)
 
-        t_start, busy0 = time.time(), machine_cpu()
+        t_start, busy0, cpu0 = time.time(), machine_cpu(), self._daemon_cpu()
         self._window()
-        t_end, busy1 = time.time(), machine_cpu()
+        t_end, busy1, cpu1 = time.time(), machine_cpu(), self._daemon_cpu()
+        cpu_pct = {cam: round(100.0 * (cpu1[cam] - cpu0[cam]) / (t_end - t_start), 1)
+                   if cam in cpu0 and cam in cpu1 else None for cam in self.rss_peak_kb}
         drained = _drain(self.daemons, DRAIN_TIMEOUT_S)
         memory = {d.camera: d.memory_kb() for d in self.daemons}
         killed = self.registry.terminate([d.proc for d in self.daemons], grace_s=STOP_GRACE_S)
         topics = {d.camera: events_topic(d.config_path) for d in self.daemons}
         self._await_delivery(topics)
 
-        cameras = [self._camera(d, topics[d.camera], memory[d.camera], t_start, t_end, killed) for d in self.daemons]
+        cameras = [{**self._camera(d, topics[d.camera], memory[d.camera], t_start, t_end, killed),
+                    "cpu_percent_of_one_core": cpu_pct[d.camera]} for d in self.daemons]
         machine = (busy1[0] - busy0[0]) / max(1.0, busy1[1] - busy0[1]) * 100.0
         return self._summary(cameras, startup_s, t_end - t_start, drained, machine)
 
@@ -172,6 +175,9 @@ class Phase:
             self._sample()
             time.sleep(max(0.05, min(SAMPLE_EVERY_S, (due[0] if due else end) - time.monotonic(),
                                      end - time.monotonic())))
+
+    def _daemon_cpu(self) -> dict[str, float]:
+        return {d.camera: cpu for d in self.daemons if (cpu := cpu_seconds(d.proc.pid)) is not None}
 
     def _sample(self) -> None:
         self.broker.sample()
@@ -231,6 +237,8 @@ class Phase:
                             "expected": self.n * len(self.kills)},
             "broker": self.broker.usage.as_dict(),
             "daemon_rss_mb": spread([c["rss_mb"] for c in cameras]),
+            "daemon_cpu_percent_of_one_core": spread([c["cpu_percent_of_one_core"] for c in cameras
+                                                      if c["cpu_percent_of_one_core"] is not None]),
             "frame_age_p95_ms": spread([c["frame_age_p95_ms"] for c in cameras if c["frame_age_p95_ms"] is not None]),
             "fps": spread([c["fps"] for c in cameras if c["fps"] is not None], 2),
             "machine_cpu_percent": round(machine_cpu_percent, 1),
@@ -262,6 +270,7 @@ def run_fleet(opts: FleetOptions, registry: ProcessRegistry, workdir: Path) -> d
               f"lost {phase['events']['lost']}, duplicates {phase['events']['duplicates']}", flush=True)
         phases.append(phase)
     return {
+        "run_id": registry.run_id,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count()},
         "model": str(opts.model),
@@ -299,16 +308,19 @@ def _explain(report: dict[str, Any]) -> list[str]:
     return notes
 
 
+def default_phases(n: int) -> list[int]:
+    """N daemons, with 1 and 10 beside them for comparison (those below N)."""
+    return [v for v in (1, 10) if v < n] + [n]
+
+
 def phase_list(text: str) -> list[int]:
-    """"50" means 1, 10 and 50 side by side; "1,10,50" lists the phases."""
+    """Comma-separated numbers of daemons, each >= 1, e.g. 1,10,50."""
     try:
         values = [int(x) for x in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"wants a number of daemons (50) or a list (1,10,50), got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"wants numbers of daemons such as 1,10,50, got {text!r}") from None
     if any(v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"every number of daemons must be >= 1, got {text!r}")
-    if len(values) == 1:
-        values = [v for v in (1, 10) if v < values[0]] + values
     return values
 
 
@@ -338,8 +350,10 @@ def build_parser() -> Parser:
     add_version(p)
     p.add_argument("--model", type=Path, required=True, help="model directory (with manifest.json)")
     p.add_argument("--video", type=Path, required=True, help="clip every daemon replays (looped)")
-    p.add_argument("--daemons", type=phase_list, default=phase_list("50"),
-                   help="daemons per phase: N runs 1, 10 and N side by side; or a list such as 1,10,50")
+    p.add_argument("--daemons", type=positive_int, default=50,
+                   help="daemons in the last phase; 1 and 10 run before it, side by side in the report")
+    p.add_argument("--phases", type=phase_list, default=None,
+                   help="daemons per phase instead, e.g. 3 or 1,10,50; without it: 1, 10 and --daemons")
     p.add_argument("--duration", type=positive_float, default=90.0, help="seconds measured per phase")
     p.add_argument("--broker-kills", type=int, default=2, help="broker SIGKILL + restart per phase")
     p.add_argument("--outage", type=positive_float, default=3.0, help="seconds the broker stays down each time")
@@ -364,7 +378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: --model {args.model}: no manifest.json there; train one (`make train`) "
               "or pass MODEL=artifacts/<run>", file=sys.stderr)
         return 2
-    opts = FleetOptions(model=args.model.resolve(), video=args.video.resolve(), phases=args.daemons,
+    opts = FleetOptions(model=args.model.resolve(), video=args.video.resolve(),
+                        phases=args.phases or default_phases(args.daemons),
                         duration_s=args.duration, broker_kills=args.broker_kills, outage_s=args.outage,
                         fps=args.fps, processing=args.processing, motion=args.motion)
     run_id = uuid.uuid4().hex[:12]

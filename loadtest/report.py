@@ -89,6 +89,9 @@ def format_table(phases: Sequence[dict[str, Any]]) -> str:
         ("broker peak RSS (MB)", lambda p: _fmt(p["broker"]["peak_rss_mb"])),
         ("daemon RSS median / max (MB)",
          lambda p: f"{_fmt(p['daemon_rss_mb']['median'])} / {_fmt(p['daemon_rss_mb']['max'])}"),
+        ("daemon CPU median / max (% of a core)",
+         lambda p: f"{_fmt(p['daemon_cpu_percent_of_one_core']['median'])} / "
+                   f"{_fmt(p['daemon_cpu_percent_of_one_core']['max'])}"),
         ("frame age p95 median / max over cameras (ms)",
          lambda p: f"{_fmt(p['frame_age_p95_ms']['median'])} / {_fmt(p['frame_age_p95_ms']['max'])}"),
         ("fps median (target)", lambda p: f"{_fmt(p['fps']['median'])} ({p['target_fps']})"),

@@ -10,6 +10,7 @@ usable zones this way; one that finds none is reported, not hidden.
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -106,7 +107,7 @@ def probe_zones(registry: ProcessRegistry, settings: DaemonSettings, workdir: Pa
     d.start(registry)
     try:
         rc = d.proc.wait(timeout=timeout_s)
-    except Exception:
+    except subprocess.TimeoutExpired:
         registry.terminate([d.proc])
         raise SceneError(f"zone probe did not finish within {timeout_s} s; log: {d.log_path}") from None
     if rc != 0:
