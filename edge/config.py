@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
+from edge.decide import polygon_area, polygon_self_crossing
 from edge.runtimes import RUNTIME_CHOICES
 
 if sys.version_info >= (3, 11):
@@ -193,15 +194,41 @@ class SourceConfig:
         _need(self.retry_max_s >= self.retry_initial_s, "source.retry_max_s", "must be >= source.retry_initial_s")
 
 
+def _polygon_or_empty(value: list[list[int]]) -> str | None:
+    """[] or at least 3 [x, y] points (x, y >= 0) enclosing an area, edges not crossing."""
+    if not value:
+        return None
+    if len(value) < 3 or any(len(p) != 2 or p[0] < 0 or p[1] < 0 for p in value):
+        return f"must be [] or at least 3 [x, y] points with x, y >= 0, got {value!r}"
+    points = tuple((p[0], p[1]) for p in value)
+    if (crossing := polygon_self_crossing(points)) is not None:
+        return (f"has edges that cross (edge {crossing[0]} and edge {crossing[1]}); list the points in "
+                f"order round the zone, got {value!r}")
+    if polygon_area(points) <= 0:
+        return f"encloses no area (points on one line?), got {value!r}"
+    return None
+
+
 @dataclass
 class Zone:
-    x: int = setting(check=Range(ge=0))
-    y: int = setting(check=Range(ge=0))
-    width: int = setting(check=Range(gt=0))
-    height: int = setting(check=Range(gt=0))
+    """A rectangle (x, y, width, height), or a polygon (points); x/y/width/height of a polygon
+    are its bounding box, filled in at load (Config.check)."""
+
+    x: int = setting(0, Range(ge=0))
+    y: int = setting(0, Range(ge=0))
+    width: int = setting(0, Range(gt=0))
+    height: int = setting(0, Range(gt=0))
+    # [[x, y], ...]: a polygon zone in processing pixels, instead of x/y/width/height
+    points: list[list[int]] = setting(check=_polygon_or_empty, factory=list)
     # true: classify this zone's crop (resized to the model window) instead of looking for
     # detected boxes inside it. Right for a fixed parking space seen at an angle.
     classify: bool = False
+
+    def shape(self) -> tuple:
+        """What edge.decide matches boxes against: the polygon's points, else the rectangle."""
+        if self.points:
+            return tuple((p[0], p[1]) for p in self.points)
+        return (self.x, self.y, self.width, self.height)
 
 
 # Image pyramid scales; `--scales` on the command line is checked with the same rule.
@@ -380,6 +407,9 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    # a TOML file holding the [zones.*] tables (relative: next to this file); the page writes
+    # it, so the zones never rewrite this file and its comments. "" = zones live here.
+    zones_file: str = ""
 
     def check(self) -> None:
         """Checks between sections: crop within the source frame, zones within the processing frame."""
@@ -390,8 +420,30 @@ class Config:
                   f"must lie inside the {src.width}x{src.height} source frame")
         for name, z in self.zones.items():
             _need(name != "frame", f"zones.{name}", "is reserved for the whole frame; pick another name")
+            _check_zone_shape(name, z)
             _need(z.x + z.width <= p.width and z.y + z.height <= p.height, f"zones.{name}",
                   f"must lie inside the {p.width}x{p.height} processing frame")
+
+
+def _check_zone_shape(name: str, z: Zone) -> None:
+    """A zone is a polygon or a rectangle, never both; a polygon's x/y/width/height become
+    its bounding box, so crop-based code (classify) and the frame check treat both alike."""
+    if z.points:
+        _need(not (z.x or z.y or z.width or z.height), f"zones.{name}",
+              "has both points and x/y/width/height; keep points for a polygon or the four keys for a rectangle")
+        xs, ys = [p[0] for p in z.points], [p[1] for p in z.points]
+        z.x, z.y, z.width, z.height = min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)
+        return
+    for key in ("width", "height"):
+        _need(getattr(z, key) > 0, f"zones.{name}.{key}",
+              "is required for a rectangle zone (or give points = [[x, y], ...] for a polygon)")
+
+
+def zones_path(config_path: str | Path, cfg: Config) -> Path | None:
+    """The zones file `cfg` includes (relative names are next to the main config), or None."""
+    if not cfg.zones_file:
+        return None
+    return Path(config_path).parent / cfg.zones_file
 
 
 def _describe(tp: Any) -> str:
@@ -515,7 +567,39 @@ def load_config(path: str | Path) -> Config:
         data = tomllib.loads(raw.decode("utf-8-sig"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    zones_from = _include_zones(path, data)
     try:
         return parse_config(data)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        about_zones = "zones." in str(exc)[:60]  # the message starts with the key it names
+        where = f"{zones_from} (zones_file of {path})" if zones_from is not None and about_zones else path
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _include_zones(path: Path, data: dict[str, Any]) -> Path | None:
+    """Put the zones of `zones_file` into `data`; returns that file, or None without one.
+
+    A zones file that does not exist yet means no zones: the page creates it on first save.
+    """
+    name = data.get("zones_file", "")
+    if not isinstance(name, str) or not name:
+        return None  # the type error is reported by the normal walk
+    zpath = path.parent / name
+    _need("zones" not in data, "zones_file",
+          f"is set but {path} also has [zones.*] tables; keep the zones in one place ({zpath})")
+    try:
+        ztext = zpath.read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        return zpath
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: zones_file {zpath} cannot be read: {exc}") from None
+    try:
+        zdata = tomllib.loads(ztext)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{zpath} (zones_file of {path}): not valid TOML: {exc}") from None
+    extra = sorted(set(zdata) - {"zones"})
+    if extra:
+        raise ConfigError(f"{zpath} (zones_file of {path}): only [zones.<name>] tables belong in a zones "
+                          f"file, found {extra[0]!r}")
+    data["zones"] = zdata.get("zones", {})
+    return zpath

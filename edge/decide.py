@@ -44,6 +44,38 @@ def polygon_area(points: Polygon) -> float:
     return abs(twice) / 2.0
 
 
+def _segments_cross(a: tuple[float, float], b: tuple[float, float],
+                    c: tuple[float, float], d: tuple[float, float]) -> bool:
+    """Whether segments ab and cd intersect (touching counts)."""
+    def side(p, q, r) -> float:
+        return (q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0])
+
+    def within(p, q, r) -> bool:  # r on line pq: is it between p and q?
+        return min(p[0], q[0]) <= r[0] <= max(p[0], q[0]) and min(p[1], q[1]) <= r[1] <= max(p[1], q[1])
+
+    d1, d2, d3, d4 = side(c, d, a), side(c, d, b), side(a, b, c), side(a, b, d)
+    if ((d1 > 0) != (d2 > 0)) and d1 != 0 and d2 != 0 and ((d3 > 0) != (d4 > 0)) and d3 != 0 and d4 != 0:
+        return True
+    return ((d1 == 0 and within(c, d, a)) or (d2 == 0 and within(c, d, b))
+            or (d3 == 0 and within(a, b, c)) or (d4 == 0 and within(a, b, d)))
+
+
+def polygon_self_crossing(points: Polygon) -> tuple[int, int] | None:
+    """The first pair of non-adjacent edges that meet (a bow-tie), or None for a simple polygon.
+
+    The area of a crossing polygon means nothing to a user, so config loading refuses one.
+    """
+    n = len(points)
+    edges = [(points[i], points[(i + 1) % n]) for i in range(n)]
+    for i in range(n):
+        for j in range(i + 2, n):
+            if i == 0 and j == n - 1:
+                continue  # the first and last edge share a corner
+            if _segments_cross(*edges[i], *edges[j]):
+                return i, j
+    return None
+
+
 def _clip(points: list[tuple[float, float]], inside, cross) -> list[tuple[float, float]]:
     """One Sutherland-Hodgman pass against one half-plane."""
     out: list[tuple[float, float]] = []

@@ -49,7 +49,7 @@ def build_detector(cfg: Config) -> Detector:
 
 
 def build_decider(cfg: Config) -> Decider:
-    zones = {n: (z.x, z.y, z.width, z.height) for n, z in cfg.zones.items()}
+    zones = {n: z.shape() for n, z in cfg.zones.items()}
     return Decider(zones, cfg.decide.frames_in, cfg.decide.frames_out, cfg.processing.min_overlap)
 
 

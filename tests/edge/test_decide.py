@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge.decide import (FRAME_ZONE, Decider, overlap_fraction, polygon_area, polygon_overlap_fraction,
+from edge.decide import (FRAME_ZONE, Decider, overlap_fraction, polygon_area, polygon_overlap_fraction, polygon_self_crossing,
                          zone_overlap)
 from edge.events import ARRIVED, LEFT, Box, Event
 
@@ -249,3 +249,12 @@ def test_carry_over_keeps_presence_when_a_rectangle_becomes_a_polygon() -> None:
     assert new.carry_over(old, 2.0) == []
     assert new.presence()["left"] is True
     assert new.update([LEFT_CAR], 3.0, 1) == []  # the car is inside the new shape: no second arrival
+
+
+def test_self_crossing_polygons_are_found() -> None:
+    assert polygon_self_crossing(L_SHAPE) is None
+    assert polygon_self_crossing(_rect_polygon(0, 0, 10, 10)) is None
+    assert polygon_self_crossing(((0, 0), (10, 0), (0, 10))) is None
+    assert polygon_self_crossing(((0, 0), (10, 10), (10, 0), (0, 10))) == (0, 2)  # bow-tie
+    # A vertex touching a non-adjacent edge counts as crossing.
+    assert polygon_self_crossing(((0, 0), (10, 0), (10, 10), (5, 0), (0, 10))) is not None
