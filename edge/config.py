@@ -346,6 +346,10 @@ class MqttConfig:
     queue_max: int = setting(10000, Range(ge=1))
     # 0 disables MQTT keepalive: a silently dead broker connection would never be noticed.
     keepalive_s: int = setting(30, Range(ge=1))
+    # Home Assistant camera entity: the annotated snapshot (JPEG) on <prefix>/<camera>/snapshot,
+    # sent on every event and at least every snapshot_every_s seconds
+    snapshot: bool = True
+    snapshot_every_s: float = setting(10.0, Range(ge=1, hint="use mqtt.snapshot = false to turn it off"))
     tls: MqttTlsConfig = field(default_factory=MqttTlsConfig)
 
 

@@ -109,6 +109,8 @@ class Daemon:
             cfg, ["frame", *cfg.zones], on_queue_depth=self.metrics.set_mqtt_queue_depth,
             on_identity_conflict=self.metrics.inc_camera_id_conflict)
         self.pipeline = Pipeline(cfg, detector, build_decider(cfg), self.publisher, self.metrics, self.stats)
+        self.pipeline.publish_presence()
+        self._next_snapshot = 0.0  # monotonic time the MQTT snapshot is due
 
     # --- signals ---------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -177,6 +179,10 @@ class Daemon:
         removed_left = decider.carry_over(self.pipeline.decider, time.time())
         self.pipeline = Pipeline(new_cfg, detector, decider, publisher, self.metrics, self.stats)
         self.pipeline.publish_events(removed_left)
+        removed = [z for z in self.cfg.zones if z not in new_cfg.zones]
+        if removed:
+            publisher.forget_zones(removed)
+        self.pipeline.publish_presence()
         self.publisher = publisher
         if source is not None:
             assert self.source is not None
@@ -244,7 +250,8 @@ class Daemon:
                 frame.capture_wait_s = time.perf_counter() - t0  # its one owner: sees back-offs too
                 self._count_dropped(frame.timestamp_ns)
                 self._count_camera_errors()
-                self.pipeline.process(frame)
+                res = self.pipeline.process(frame)
+                self._publish_snapshot(bool(res.events))
                 self.frames += 1
                 self.last_frame_monotonic = time.monotonic()
                 if not self.ready_sent:
@@ -261,6 +268,20 @@ class Daemon:
         finally:
             self.shutdown()
         return 0
+
+    def _publish_snapshot(self, changed: bool) -> None:
+        """The Home Assistant camera's picture: on every event and every mqtt.snapshot_every_s.
+
+        Encoded here, at that modest rate, rather than per frame (a 320x240 JPEG costs
+        milliseconds on a Pi); the publisher only keeps the newest."""
+        mq = self.cfg.mqtt
+        now = time.monotonic()
+        if not (mq.enabled and mq.snapshot) or not (changed or now >= self._next_snapshot):
+            return
+        self._next_snapshot = now + mq.snapshot_every_s
+        jpeg = self.snapshot_jpeg()
+        if jpeg is not None:
+            self.publisher.publish_snapshot(jpeg)
 
     def _source_finished(self, exc: SourceExhausted) -> int:
         """Say how a finite source ended; 1 when it gave no frame at all.

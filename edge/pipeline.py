@@ -173,6 +173,13 @@ class Pipeline:
                 self.metrics.inc_event(ev.kind)
                 self.metrics.set_zone_present(ev.zone, present)
 
+    def publish_presence(self) -> None:
+        """Every zone's current state, events or not: at start (Home Assistant would show
+        "unknown", or the last run's stale state, until the first car) and after a reload
+        (a rebuilt publisher knows no state). Publishers drop repeats of a known state."""
+        for zone, present in self.decider.presence().items():
+            self.publisher.publish_state(zone, present, 0.0)
+
     def snapshot_frame(self) -> tuple[np.ndarray, list[Box]] | None:
         with self._lock:
             return self.latest

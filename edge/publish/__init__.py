@@ -84,6 +84,12 @@ class MultiPublisher(Publisher):
     def publish_stats(self, stats: dict[str, Any]) -> None:
         self._each("publish_stats", stats)
 
+    def publish_snapshot(self, jpeg: bytes) -> None:
+        self._each("publish_snapshot", jpeg)
+
+    def forget_zones(self, zones: list[str]) -> None:
+        self._each("forget_zones", zones)
+
     def flush(self, timeout_s: float = 1.0) -> None:
         self._each("flush", timeout_s)
 

@@ -103,6 +103,11 @@ class Topics:
     def stats(self) -> str:
         return f"{self.prefix}/stats"
 
+    @property
+    def snapshot(self) -> str:
+        """JPEG bytes of the annotated snapshot: the Home Assistant camera's picture (retained)."""
+        return f"{self.prefix}/snapshot"
+
     def state(self, zone: str) -> str:
         return f"{self.prefix}/zone/{self.zone_slugs.get(zone) or slug(zone)}/state"
 
@@ -117,14 +122,20 @@ def _device(topics: Topics) -> dict[str, Any]:
     }
 
 
-def discovery_messages(topics: Topics) -> list[tuple[str, dict[str, Any]]]:
+def zone_discovery_topic(topics: Topics, zone: str) -> str:
+    """Where a zone's binary_sensor is announced; an empty retained payload there removes it."""
+    return f"{topics.discovery_prefix}/binary_sensor/{topics.node_id}/{topics.zone_slugs.get(zone) or slug(zone)}/config"
+
+
+def discovery_messages(topics: Topics, camera: bool = False) -> list[tuple[str, dict[str, Any]]]:
     """(topic, config) for each Home Assistant entity: one occupancy binary_sensor per
-    zone, plus latency p95 and fps sensors read from the stats topic."""
+    zone, latency p95 and fps sensors read from the stats topic, and (camera=True) an MQTT
+    camera showing the annotated snapshot."""
     avail = {"availability_topic": topics.status,
              "payload_available": ONLINE, "payload_not_available": OFFLINE}
     msgs: list[tuple[str, dict[str, Any]]] = []
     for zone, zs in topics.zone_slugs.items():
-        msgs.append((f"{topics.discovery_prefix}/binary_sensor/{topics.node_id}/{zs}/config", {
+        msgs.append((zone_discovery_topic(topics, zone), {
             "name": f"{zone} occupied",
             "unique_id": f"{topics.node_id}_{zs}_occupancy",
             "device_class": "occupancy",
@@ -147,6 +158,15 @@ def discovery_messages(topics: Topics) -> list[tuple[str, dict[str, Any]]]:
             "state_class": "measurement",
             "entity_category": "diagnostic",
             "icon": icon,
+            **avail,
+            "device": _device(topics),
+        }))
+    if camera:  # HA's MQTT camera: the payload on `topic` is the picture itself, no encoding
+        msgs.append((f"{topics.discovery_prefix}/camera/{topics.node_id}/snapshot/config", {
+            "name": "Snapshot",
+            "unique_id": f"{topics.node_id}_snapshot",
+            "topic": topics.snapshot,
+            "icon": "mdi:cctv",
             **avail,
             "device": _device(topics),
         }))

@@ -54,7 +54,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge.config import MqttConfig
 from edge.events import Event
 from edge.publish.base import CLOSE_TIMEOUT_S, Publisher
-from edge.publish.ha_discovery import OFF, OFFLINE, ON, ONLINE, Topics, discovery_messages
+from edge.publish.ha_discovery import OFF, OFFLINE, ON, ONLINE, Topics, discovery_messages, zone_discovery_topic
 from edge.publish.mqtt_queue import DiskQueue, QueuedEvent
 from edge.publish.mqtt_tls import explain_tls_error, tls_context
 
@@ -70,7 +70,7 @@ _OTHER_MARK = object()  # states, stats, discovery: tracked only so flush() can 
 
 class MqttPublisher(Publisher):
     """Publishes to `<topic_prefix>/<camera_id>/events`, `/zone/<zone>/state`, `/status`,
-    `/stats`, `/instance`.
+    `/stats`, `/snapshot`, `/instance`.
 
     Construction never waits for the broker: paho connects in the background and keeps
     retrying with exponential backoff (reconnect_min_s doubling up to reconnect_max_s).
@@ -118,6 +118,9 @@ class MqttPublisher(Publisher):
         self._dirty_states: set[str] = set()
         self._stats: bytes | None = None
         self._stats_dirty = False
+        self._snapshot: bytes | None = None
+        self._snapshot_dirty = False
+        self._forget: set[str] = set()  # zones whose retained state and HA entity are to be removed
         self._started = False
         self._closed = False
         self._stop = False
@@ -194,6 +197,25 @@ class MqttPublisher(Publisher):
             self._stats_dirty = True
         self._wake.set()
 
+    def publish_snapshot(self, jpeg: bytes) -> None:
+        """Only the newest picture matters: one waiting is replaced, never queued behind."""
+        if not self.cfg.snapshot:
+            return
+        with self._cond:
+            self._snapshot = bytes(jpeg)
+            self._snapshot_dirty = True
+        self._wake.set()
+
+    def forget_zones(self, zones: list[str]) -> None:
+        """Zones a reload removed: clear their retained state and remove their Home Assistant
+        entity (an empty retained config), or HA keeps showing a zone that no longer exists."""
+        with self._cond:
+            for zone in zones:
+                self._states.pop(zone, None)
+                self._dirty_states.discard(zone)
+                self._forget.add(zone)
+        self._wake.set()
+
     @property
     def queue_depth(self) -> int:
         """Events not yet acknowledged by the broker (also what is on disk)."""
@@ -207,7 +229,7 @@ class MqttPublisher(Publisher):
 
     def _idle(self) -> bool:
         return (not self._queue.items and not self._dirty_states and not self._stats_dirty
-                and not any(v is _OTHER_MARK for v in self._by_mid.values()))
+                and not self._snapshot_dirty and not self._forget and not any(v is _OTHER_MARK for v in self._by_mid.values()))
 
     def flush(self, timeout_s: float = 1.0) -> None:
         """Wait until every queued event, state and stats message has its PUBACK, or
@@ -428,13 +450,23 @@ class MqttPublisher(Publisher):
         if self._intro_due:
             self._intro_due = False
             if self.cfg.discovery:
-                for topic, conf in discovery_messages(self.topics):
+                for topic, conf in discovery_messages(self.topics, camera=self.cfg.snapshot):
                     plan.append((topic, json.dumps(conf).encode(), True, _OTHER_MARK))
+            # A restarted broker may have lost every retained message: say them all again.
             self._dirty_states = set(self._states)
             self._stats_dirty = self._stats is not None
+            self._snapshot_dirty = self._snapshot is not None
         for zone in sorted(self._dirty_states):
             plan.append((self.topics.state(zone), self._states[zone].encode(), True, _OTHER_MARK))
         self._dirty_states.clear()
+        for zone in sorted(self._forget):
+            if self.cfg.discovery:
+                plan.append((zone_discovery_topic(self.topics, zone), b"", True, _OTHER_MARK))
+            plan.append((self.topics.state(zone), b"", True, _OTHER_MARK))
+        self._forget.clear()
+        if self._snapshot_dirty and self._snapshot is not None:
+            plan.append((self.topics.snapshot, self._snapshot, True, _OTHER_MARK))
+            self._snapshot_dirty = False
         if self._stats_dirty and self._stats is not None:
             plan.append((self.topics.stats, self._stats, True, _OTHER_MARK))
             self._stats_dirty = False

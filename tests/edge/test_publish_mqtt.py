@@ -199,7 +199,7 @@ def test_home_assistant_discovery_configs(mosquitto: Broker, tmp_path: Path) -> 
     try:
         wait_until(lambda: pub.connected)
         pub.flush(5)
-        got = retained(mosquitto.port, ["homeassistant/#"], 4)
+        got = retained(mosquitto.port, ["homeassistant/#"], 5)
     finally:
         pub.close()
     assert set(got) == {
@@ -207,7 +207,12 @@ def test_home_assistant_discovery_configs(mosquitto: Broker, tmp_path: Path) -> 
         "homeassistant/binary_sensor/car-detector-cam1/street_side/config",
         "homeassistant/sensor/car-detector-cam1/latency_p95/config",
         "homeassistant/sensor/car-detector-cam1/fps/config",
+        "homeassistant/camera/car-detector-cam1/snapshot/config",
     }
+    camera = json.loads(got["homeassistant/camera/car-detector-cam1/snapshot/config"])
+    assert camera["topic"] == f"{BASE}/snapshot" and "image_encoding" not in camera  # raw JPEG bytes
+    assert camera["unique_id"] == "car-detector-cam1_snapshot"
+    assert camera["availability_topic"] == f"{BASE}/status"
     drive = json.loads(got["homeassistant/binary_sensor/car-detector-cam1/drive/config"])
     assert drive["device_class"] == "occupancy"
     assert drive["state_topic"] == f"{BASE}/zone/drive/state"
@@ -560,3 +565,78 @@ def test_a_restart_or_another_camera_is_no_conflict(mosquitto: Broker, tmp_path:
         other.close()
     assert conflicts == []
     assert "already connected" not in mosquitto.log.read_text()
+
+
+JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40 + b"\xff\xd9"  # what HA's MQTT camera gets, as is
+
+
+def test_no_camera_entity_when_snapshot_is_off(mosquitto: Broker, tmp_path: Path) -> None:
+    pub = MqttPublisher(make_cfg(mosquitto.port, tmp_path, snapshot=False), ["drive"], camera_id=CAM)
+    try:
+        wait_until(lambda: pub.connected)
+        pub.publish_snapshot(JPEG)
+        pub.flush(5)
+        got = retained(mosquitto.port, ["homeassistant/#", f"{BASE}/snapshot"], 3)
+    finally:
+        pub.close()
+    assert not any("/camera/" in t for t in got) and f"{BASE}/snapshot" not in got
+
+
+def test_snapshot_states_and_discovery_come_back_after_the_broker_lost_them(
+        mosquitto: Broker, tmp_path: Path) -> None:
+    """The broker restarts without persistence: every retained message is gone. After the
+    reconnect the publisher says all of them again (states, snapshot, discovery)."""
+    pub = MqttPublisher(make_cfg(mosquitto.port, tmp_path), ["drive", "street"], camera_id=CAM)
+    try:
+        pub.publish_state("drive", True, 0.9)
+        pub.publish_state("street", False, 0.0)
+        pub.publish_snapshot(b"old")
+        pub.publish_snapshot(JPEG)  # only the newest picture is sent
+        wait_until(lambda: pub.connected)
+        pub.flush(5)
+        before = retained(mosquitto.port, [f"{BASE}/zone/+/state", f"{BASE}/snapshot"], 3)
+        assert before == {f"{BASE}/zone/drive/state": b"ON", f"{BASE}/zone/street/state": b"OFF",
+                          f"{BASE}/snapshot": JPEG}
+        mosquitto.stop()
+        wait_until(lambda: not pub.connected)
+        mosquitto.start()
+        wait_until(lambda: pub.connected, timeout=20)
+        pub.flush(5)
+        after = retained(mosquitto.port, [f"{BASE}/zone/+/state", f"{BASE}/snapshot",
+                                          "homeassistant/camera/#"], 4)
+    finally:
+        pub.close()
+    assert after[f"{BASE}/zone/drive/state"] == b"ON" and after[f"{BASE}/zone/street/state"] == b"OFF"
+    assert after[f"{BASE}/snapshot"] == JPEG
+    assert "homeassistant/camera/car-detector-cam1/snapshot/config" in after
+
+
+def retained_or_none(port: int, topics: list[str]) -> dict[str, bytes] | None:
+    """Retained messages a subscriber sees within 0.3 s, or None when there are none."""
+    sub = Subscriber(port, topics)
+    try:
+        time.sleep(0.3)
+        return {m.topic: m.payload for m in sub.msgs} or None
+    finally:
+        sub.close()
+
+
+def test_forgotten_zones_lose_their_retained_state_and_home_assistant_entity(
+        mosquitto: Broker, tmp_path: Path) -> None:
+    pub = MqttPublisher(make_cfg(mosquitto.port, tmp_path), ["drive", "gone"], camera_id=CAM)
+    try:
+        pub.publish_state("drive", True, 0.9)
+        pub.publish_state("gone", True, 0.9)
+        wait_until(lambda: pub.connected)
+        pub.flush(5)
+        assert retained(mosquitto.port, [f"{BASE}/zone/gone/state"], 1) == {f"{BASE}/zone/gone/state": b"ON"}
+        pub.forget_zones(["gone"])
+        pub.flush(5)
+        left = retained_or_none(mosquitto.port, [f"{BASE}/zone/+/state", "homeassistant/binary_sensor/#"])
+    finally:
+        pub.close()
+    assert left is not None
+    assert left[f"{BASE}/zone/drive/state"] == b"ON"
+    assert f"{BASE}/zone/gone/state" not in left
+    assert "homeassistant/binary_sensor/car-detector-cam1/gone/config" not in left
+    assert "homeassistant/binary_sensor/car-detector-cam1/drive/config" in left
