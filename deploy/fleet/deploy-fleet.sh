@@ -142,7 +142,7 @@ main() {
     # Pipelining: each task is one ssh round trip instead of three (copy module, run, clean up).
     export ANSIBLE_PIPELINING=${ANSIBLE_PIPELINING:-True}
     ANSIBLE_RETRY_FILES_ENABLED=0 "$ANSIBLE_PLAYBOOK" -i "$INVENTORY" "${LIMIT_ARGS[@]}" \
-        --forks "${FORKS:-20}" -e "@$OUT/vars.json" "$HERE/playbook.yml" </dev/null || rc=$?
+        --forks "${FORKS:-20}" -e "@$OUT/vars.json" "$HERE/playbook.yml" || rc=$?
     ws_say "    ansible-playbook exit $rc"
     summarize "${hosts[@]}"
 }
