@@ -166,3 +166,27 @@ def test_sidecar_is_versioned_json(tmp_path: Path) -> None:
     cid = add(store, 1)
     side = json.loads((store.folder / f"{cid}.json").read_text())
     assert side["version"] == 2 and side["reason"] == "uncertain" and side["labels"] is None
+
+
+def test_export_captures_command(tmp_path: Path) -> None:
+    """`python -m edge export-captures` writes the YOLO folder; no labelled frame is an error."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    store = CaptureStore(tmp_path / "cap", 10_000_000)
+    ids = [add(store, i) for i in range(3)]
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "edge", "export-captures", *argv], cwd=root,
+                              capture_output=True, text=True, timeout=60)
+
+    r = run("--captures", str(store.folder), "--out", str(tmp_path / "none"))
+    assert r.returncode == 1 and "no labelled frames" in r.stderr
+    store.set_labels(ids[1], [{"x": 20, "y": 15, "width": 40, "height": 30}], False)
+    r = run("--captures", str(store.folder), "--out", str(tmp_path / "yolo"))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["frames"] == 1
+    assert [p.name for p in (tmp_path / "yolo" / "labels").iterdir()] == [f"{ids[1]}.txt"]
+    r = run("--captures", str(tmp_path / "missing"), "--out", str(tmp_path / "y2"))
+    assert r.returncode == 1 and "--captures" in r.stderr and "not a folder" in r.stderr
