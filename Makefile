@@ -12,7 +12,7 @@ N ?= 50
 FLEET_ARGS ?=
 export PYTHON DATA_MIRROR MODEL
 
-.PHONY: venv data train test test-all bench soak fleet-test deploy deploy-fleet uninstall pi-sim clean
+.PHONY: venv data train test test-all bench soak fleet-test deploy deploy-fleet uninstall pull pi-sim clean
 
 venv: $(VENV)/.installed
 
@@ -55,6 +55,10 @@ deploy-fleet: venv
 
 uninstall:
 	bash deploy/uninstall.sh
+
+# A Pi's labelled captures as a YOLO folder for fine-tuning: make pull PI=user@host [DEST=] [OUT=]
+pull:
+	bash deploy/pull.sh
 
 pi-sim: venv
 	bash pisim/run.sh
