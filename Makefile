@@ -8,9 +8,11 @@ TRAIN_ARGS ?=
 BENCH_ARGS ?=
 PYTEST_ARGS ?=
 FRAMES ?= 100000
+N ?= 50
+FLEET_ARGS ?=
 export PYTHON DATA_MIRROR MODEL
 
-.PHONY: venv data train test test-all bench soak deploy uninstall pi-sim clean
+.PHONY: venv data train test test-all bench soak fleet-test deploy deploy-fleet uninstall pull pi-sim clean
 
 venv: $(VENV)/.installed
 
@@ -40,11 +42,23 @@ bench: venv
 soak: venv
 	$(PYTHON) -m edge soak --model $(MODEL) --video "$(DATA_MIRROR)/video/highway-320x240.avi" --frames $(FRAMES) --json artifacts/soak.json
 
+# N daemons (with 1 and 10 beside them) on one mosquitto, the broker killed twice per phase (README "Many cameras")
+fleet-test: venv
+	$(PYTHON) -m loadtest --model $(MODEL) --video "$(DATA_MIRROR)/video/highway-320x240.avi" --daemons $(N) --json artifacts/fleet-test.json $(FLEET_ARGS)
+
 deploy: venv
 	bash deploy/deploy.sh
 
+# Every Pi of an Ansible inventory at once: make deploy-fleet INVENTORY=... [DRY_RUN=1] (docs/deploy.md)
+deploy-fleet: venv
+	bash deploy/fleet/deploy-fleet.sh
+
 uninstall:
 	bash deploy/uninstall.sh
+
+# A Pi's labelled captures as a YOLO folder for fine-tuning: make pull PI=user@host [DEST=] [OUT=]
+pull:
+	bash deploy/pull.sh
 
 pi-sim: venv
 	bash pisim/run.sh

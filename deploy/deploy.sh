@@ -137,7 +137,7 @@ stage_bundle() {
 }
 
 # DRY_RUN: everything install.sh needs to plan, computed here without building anything.
-dry_run() {
+plan_ids() {
     ws_step "Build (dry run: nothing is built)"
     ws_say "    would run: $PYTHON -m pip wheel --no-deps -w $STAGE ."
     ws_say "    would stage $MODEL (manifest.json and the files it names), $CONFIG_SRC, $UNIT_SRC into $STAGE"
@@ -157,6 +157,10 @@ with zipfile.ZipFile(sys.argv[1]) as z:
 print(h.hexdigest())' "$WHEEL")
         export CD_WHEEL_DIGEST
     fi
+}
+
+dry_run() {
+    plan_ids
     ws_step "Plan on $PI (dry run: install.sh --plan, nothing copied)"
     local rc=0
     cat "$HERE/pi-lib.sh" "$HERE/install.sh" | "${SSH[@]}" "$PI" "$(remote_root_cmd bash -s -- --plan)" || rc=$?
@@ -184,8 +188,8 @@ send_and_install() {
     exit "$rc"
 }
 
-main() {
-    ws_load_env deploy
+# The checks here, then the model staged in $WORK/model (and WHEEL copied aside).
+local_checks() {
     MODEL=${MODEL:-artifacts/latest}
     ws_step "Local checks"
     check_local_config
@@ -202,6 +206,31 @@ main() {
         mkdir "$WORK/wheel"
         cp "$WHEEL" "$WORK/wheel/"
     fi
+}
+
+# deploy.sh --stage-only PLAN_FILE (deploy/fleet/deploy-fleet.sh): the same checks and bundle,
+# sent by Ansible to many Pis instead of by ssh to one. With DRY_RUN=1 nothing is built and
+# the ids install.sh --plan needs are written to PLAN_FILE (NAME=VALUE lines) instead.
+stage_only() {
+    local plan_file=${1:?usage: deploy.sh --stage-only PLAN_FILE}
+    ws_default_python
+    local_checks
+    if ws_is_true "${DRY_RUN:-}"; then
+        plan_ids
+        local name
+        for name in CD_MODEL_ID CD_CONFIG_SHA CD_UNIT_SHA CD_SOURCE_KIND CD_WHEEL_NAME CD_WHEEL_DIGEST; do
+            if [[ -n ${!name:-} ]]; then printf '%s=%s\n' "$name" "${!name}"; fi
+        done >"$plan_file"
+    else
+        stage_bundle
+    fi
+    exit 0
+}
+
+main() {
+    if [[ ${1:-} == --stage-only ]]; then stage_only "${2:-}"; fi
+    ws_load_env deploy
+    local_checks
     ws_step "Reach $PI"
     ws_probe_ssh
     ws_say "    ssh ok"

@@ -42,6 +42,11 @@ ws_load_env() {
     # BatchMode: never hang `make` on a password prompt; key login is a prerequisite.
     SSH=(ssh "${user_opts[@]}" -o BatchMode=yes -o ConnectTimeout=10
         -o ServerAliveInterval=15 -o ServerAliveCountMax=8)
+    ws_default_python
+}
+
+# PYTHON: the workstation interpreter with the project's build tools.
+ws_default_python() {
     if [[ -z ${PYTHON:-} ]]; then
         if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
     fi

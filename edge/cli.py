@@ -1,5 +1,5 @@
 """`python -m edge` / `car-detector`: run the service, check a config, detect on pictures, preflight,
-bench, soak."""
+bench, soak, export labelled captures."""
 
 from __future__ import annotations
 
@@ -152,6 +152,35 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_captures(args: argparse.Namespace) -> int:
+    """Labelled captured frames -> a YOLO folder for `python -m training finetune --data`.
+
+    A frame that cannot be exported is named and skipped (exit 1 after the rest are out);
+    no labelled frame at all is an error too: the folder would train nothing.
+    """
+    from pathlib import Path
+
+    from edge.capture_store import CaptureStore, CaptureStoreError
+
+    src = Path(args.captures)
+    if not src.is_dir():
+        print(f"error: --captures {src} is not a folder; point it at capture.dir (or what make pull copied)",
+              file=sys.stderr)
+        return 1
+    try:
+        summary = CaptureStore(src, max_bytes=2**62).export_yolo(Path(args.out))
+    except CaptureStoreError as exc:
+        print(f"error: --out {args.out}: {exc}", file=sys.stderr)
+        return 1
+    for skip in summary["skipped"]:
+        print(f"error: capture {skip['id']} skipped: {skip['why']}", file=sys.stderr)
+    print(json.dumps(summary))
+    if summary["frames"] == 0:
+        print(f"error: no labelled frames in {src}; label some on the page (Labelling) first", file=sys.stderr)
+        return 1
+    return 1 if summary["skipped"] else 0
+
+
 def config_summary(cfg: Config) -> str:
     src = cfg.source
     where = f" {src.path}" if src.kind in ("video", "images") else ""
@@ -220,6 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--frames", type=positive_int, default=100000, help="frames to process")
     s.add_argument("--json", help="also write the report to this JSON file")
     s.set_defaults(fn=cmd_soak)
+
+    e = sub.add_parser("export-captures", help="labelled captured frames as a YOLO folder for training",
+                       description="Write the labelled frames of a capture folder as a YOLO folder (images/, "
+                                   "labels/, classes.yaml), file names in time order.")
+    e.add_argument("--captures", required=True, help="capture folder (capture.dir, or a copy from make pull)")
+    e.add_argument("--out", required=True, help="new folder, or an earlier export to replace")
+    e.set_defaults(fn=cmd_export_captures)
     return p
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
+import socket
 import sys
 import types
 import typing
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
+from edge.decide import polygon_area, polygon_self_crossing
 from edge.runtimes import RUNTIME_CHOICES
 
 if sys.version_info >= (3, 11):
@@ -131,6 +134,36 @@ def _need(cond: bool, key: str, msg: str) -> None:
         raise ConfigError(f"{key} {msg}")
 
 
+# A camera id names MQTT topic levels, the MQTT client id, Home Assistant node and unique
+# ids (which allow only [A-Za-z0-9_-]) and the Prometheus `camera` label: one rule fits all.
+CAMERA_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
+
+
+def _camera_id(value: str) -> str | None:
+    if CAMERA_ID.fullmatch(value):
+        return None
+    return (f"= {value!r} is not a usable camera id; use 1-63 letters, digits, '-' or '_' starting "
+            "with a letter or digit (it names MQTT topics, Home Assistant ids and the Prometheus "
+            "camera label), e.g. \"driveway\"")
+
+
+def default_camera_id() -> str:
+    """This machine's host name, made a valid camera id.
+
+    Why the host name: a fleet deployed by Ansible already names each Pi, so one config file
+    serves every camera. Pis flashed from one image all answer "raspberrypi"; the MQTT
+    publisher reports such duplicates loudly instead of letting them knock each other off.
+    """
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", socket.gethostname().split(".")[0]).strip("-_")
+    return name[:63] or "car-detector"
+
+
+@dataclass
+class CameraConfig:
+    # names this daemon on the broker, in Home Assistant and in Prometheus; unique per fleet
+    id: str = setting(check=_camera_id, factory=default_camera_id)
+
+
 @dataclass
 class ModelConfig:
     path: str = "/var/lib/car-detector/model/current"  # directory with manifest.json
@@ -161,16 +194,42 @@ class SourceConfig:
         _need(self.retry_max_s >= self.retry_initial_s, "source.retry_max_s", "must be >= source.retry_initial_s")
 
 
+def _polygon_or_empty(value: list[list[int]]) -> str | None:
+    """[] or at least 3 [x, y] points (x, y >= 0) enclosing an area, edges not crossing."""
+    if not value:
+        return None
+    if len(value) < 3 or any(len(p) != 2 or p[0] < 0 or p[1] < 0 for p in value):
+        return f"must be [] or at least 3 [x, y] points with x, y >= 0, got {value!r}"
+    points = tuple((p[0], p[1]) for p in value)
+    if (crossing := polygon_self_crossing(points)) is not None:
+        return (f"has edges that cross (edge {crossing[0]} and edge {crossing[1]}); list the points in "
+                f"order round the zone, got {value!r}")
+    if polygon_area(points) <= 0:
+        return f"encloses no area (points on one line?), got {value!r}"
+    return None
+
+
 @dataclass
 class Zone:
-    x: int = setting(check=Range(ge=0))
-    y: int = setting(check=Range(ge=0))
-    width: int = setting(check=Range(gt=0))
-    height: int = setting(check=Range(gt=0))
+    """A rectangle (x, y, width, height), or a polygon (points); x/y/width/height of a polygon
+    are its bounding box, filled in at load (Config.check)."""
+
+    x: int = setting(0, Range(ge=0))
+    y: int = setting(0, Range(ge=0))
+    width: int = setting(0, Range(gt=0))
+    height: int = setting(0, Range(gt=0))
+    # [[x, y], ...]: a polygon zone in processing pixels, instead of x/y/width/height
+    points: list[list[int]] = setting(check=_polygon_or_empty, factory=list)
     # true: the zone is occupied when the detector's best car score on the zone's own crop
-    # reaches the threshold, instead of looking for detected boxes inside it. Right for a
-    # fixed parking space seen at an angle.
+    # (its bounding box) reaches the threshold, instead of looking for detected boxes inside
+    # it. Right for a fixed parking space seen at an angle.
     classify: bool = False
+
+    def shape(self) -> tuple:
+        """What edge.decide matches boxes against: the polygon's points, else the rectangle."""
+        if self.points:
+            return tuple((p[0], p[1]) for p in self.points)
+        return (self.x, self.y, self.width, self.height)
 
 
 # Image pyramid scales; `--scales` on the command line is checked with the same rule.
@@ -236,14 +295,51 @@ class EventsConfig:
     backups: int = setting(5, Range(ge=0))
 
 
+def _readable_file(value: str) -> str | None:
+    """Empty (unset), or an absolute path to a file this process can read (the daemon's user,
+    at load: a typo or a root-only key must stop the start, not fail every reconnect)."""
+    if not value:
+        return None
+    path = Path(value)
+    if not path.is_absolute():
+        return f"= {value!r} must be an absolute path (the service runs in /)"
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except IsADirectoryError:
+        return f"= {value!r} is a directory, not a file"
+    except OSError as exc:
+        return f"= {value!r} cannot be read ({exc.strerror or exc})"
+    return None
+
+
+@dataclass
+class MqttTlsConfig:
+    enabled: bool = False
+    # PEM file with the CA that signed the broker's certificate; "" = the system's CAs
+    ca_file: str = setting("", _readable_file)
+    # client certificate (PEM) and its unencrypted key, for brokers that require one
+    cert_file: str = setting("", _readable_file)
+    key_file: str = setting("", _readable_file)
+    # true: do not check that the certificate names mqtt.host (the CA is still checked)
+    insecure: bool = False
+
+    def check(self) -> None:
+        for key in ("ca_file", "cert_file", "key_file", "insecure"):
+            _need(self.enabled or not getattr(self, key), f"mqtt.tls.{key}",
+                  "is set but mqtt.tls.enabled = false, so MQTT would run without TLS; "
+                  "set mqtt.tls.enabled = true (or remove the key)")
+        _need(bool(self.cert_file) or not self.key_file, "mqtt.tls.key_file",
+              "needs mqtt.tls.cert_file (the certificate that goes with the key)")
+
+
 @dataclass
 class MqttConfig:
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = setting(1883, Range(ge=1, le=65535))
     username: str = ""
-    password: str = ""
-    client_id: str = "car-detector"
+    password: str = setting("", secret=True)
     topic_prefix: str = "car-detector"
     discovery: bool = True
     discovery_prefix: str = "homeassistant"
@@ -251,6 +347,11 @@ class MqttConfig:
     queue_max: int = setting(10000, Range(ge=1))
     # 0 disables MQTT keepalive: a silently dead broker connection would never be noticed.
     keepalive_s: int = setting(30, Range(ge=1))
+    # Home Assistant camera entity: the annotated snapshot (JPEG) on <prefix>/<camera>/snapshot,
+    # sent on every event and at least every snapshot_every_s seconds
+    snapshot: bool = True
+    snapshot_every_s: float = setting(10.0, Range(ge=1, hint="use mqtt.snapshot = false to turn it off"))
+    tls: MqttTlsConfig = field(default_factory=MqttTlsConfig)
 
 
 def _long_secret(value: str, min_len: int) -> str | None:
@@ -297,6 +398,7 @@ class LogConfig:
 
 @dataclass
 class Config:
+    camera: CameraConfig = field(default_factory=CameraConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     source: SourceConfig = field(default_factory=SourceConfig)
     processing: ProcessingConfig = field(default_factory=ProcessingConfig)
@@ -310,6 +412,9 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    # a TOML file holding the [zones.*] tables (relative: next to this file); the page writes
+    # it, so the zones never rewrite this file and its comments. "" = zones live here.
+    zones_file: str = ""
 
     def check(self) -> None:
         """Checks between sections: crop within the source frame, zones within the processing frame."""
@@ -320,8 +425,30 @@ class Config:
                   f"must lie inside the {src.width}x{src.height} source frame")
         for name, z in self.zones.items():
             _need(name != "frame", f"zones.{name}", "is reserved for the whole frame; pick another name")
+            _check_zone_shape(name, z)
             _need(z.x + z.width <= p.width and z.y + z.height <= p.height, f"zones.{name}",
                   f"must lie inside the {p.width}x{p.height} processing frame")
+
+
+def _check_zone_shape(name: str, z: Zone) -> None:
+    """A zone is a polygon or a rectangle, never both; a polygon's x/y/width/height become
+    its bounding box, so crop-based code (classify) and the frame check treat both alike."""
+    if z.points:
+        _need(not (z.x or z.y or z.width or z.height), f"zones.{name}",
+              "has both points and x/y/width/height; keep points for a polygon or the four keys for a rectangle")
+        xs, ys = [p[0] for p in z.points], [p[1] for p in z.points]
+        z.x, z.y, z.width, z.height = min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)
+        return
+    for key in ("width", "height"):
+        _need(getattr(z, key) > 0, f"zones.{name}.{key}",
+              "is required for a rectangle zone (or give points = [[x, y], ...] for a polygon)")
+
+
+def zones_path(config_path: str | Path, cfg: Config) -> Path | None:
+    """The zones file `cfg` includes (relative names are next to the main config), or None."""
+    if not cfg.zones_file:
+        return None
+    return Path(config_path).parent / cfg.zones_file
 
 
 def _describe(tp: Any) -> str:
@@ -390,12 +517,21 @@ def _convert_field(f: dataclasses.Field, tp: Any, value: Any, key: str) -> Any:
     return out
 
 
+# Keys an older config may still carry, and what to do instead.
+REPLACED_KEYS = {
+    "mqtt.client_id": "the MQTT client id is built from [camera] id (default: the host name); "
+                      "remove the line and set camera.id if the host name does not suit",
+}
+
+
 def _build(cls: type, data: Any, prefix: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"[{prefix}] must be a table of keys, got {data!r}")
     hints = get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(data) - set(names))
+    if unknown and (gone := f"{prefix}.{unknown[0]}" if prefix else unknown[0]) in REPLACED_KEYS:
+        raise ConfigError(f"{gone} is no longer a setting: {REPLACED_KEYS[gone]}")
     if unknown:
         raise ConfigError(
             f"unknown key {prefix + '.' if prefix else ''}{unknown[0]}; "
@@ -436,7 +572,39 @@ def load_config(path: str | Path) -> Config:
         data = tomllib.loads(raw.decode("utf-8-sig"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    zones_from = _include_zones(path, data)
     try:
         return parse_config(data)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        about_zones = "zones." in str(exc)[:60]  # the message starts with the key it names
+        where = f"{zones_from} (zones_file of {path})" if zones_from is not None and about_zones else path
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _include_zones(path: Path, data: dict[str, Any]) -> Path | None:
+    """Put the zones of `zones_file` into `data`; returns that file, or None without one.
+
+    A zones file that does not exist yet means no zones: the page creates it on first save.
+    """
+    name = data.get("zones_file", "")
+    if not isinstance(name, str) or not name:
+        return None  # the type error is reported by the normal walk
+    zpath = path.parent / name
+    _need("zones" not in data, "zones_file",
+          f"is set but {path} also has [zones.*] tables; keep the zones in one place ({zpath})")
+    try:
+        ztext = zpath.read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        return zpath
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: zones_file {zpath} cannot be read: {exc}") from None
+    try:
+        zdata = tomllib.loads(ztext)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{zpath} (zones_file of {path}): not valid TOML: {exc}") from None
+    extra = sorted(set(zdata) - {"zones"})
+    if extra:
+        raise ConfigError(f"{zpath} (zones_file of {path}): only [zones.<name>] tables belong in a zones "
+                          f"file, found {extra[0]!r}")
+    data["zones"] = zdata.get("zones", {})
+    return zpath

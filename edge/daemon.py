@@ -89,7 +89,9 @@ class Daemon:
         self.probe = probe or PlatformProbe()
         self.stop_event = threading.Event()
         self.reload_requested = threading.Event()
-        self.metrics = Metrics()
+        self.metrics = Metrics(camera=cfg.camera.id)
+        for zone in ["frame", *cfg.zones]:  # nothing is present before the first frame
+            self.metrics.set_zone_present(zone, False)
         self.stats = RollingStats(cfg.latency.window)
         self.frames = 0
         self.ready_sent = False
@@ -103,9 +105,12 @@ class Daemon:
         log.info("model loaded", extra={"runtime": detector.runtime, "model": cfg.model.path,
                                         "threads": cfg.model.num_threads, "precision": cfg.model.precision,
                                         "threshold": detector.threshold})
-        self.publisher: Publisher = build_publishers(cfg, ["frame", *cfg.zones],
-                                                     on_queue_depth=self.metrics.set_mqtt_queue_depth)
+        self.publisher: Publisher = build_publishers(
+            cfg, ["frame", *cfg.zones], on_queue_depth=self.metrics.set_mqtt_queue_depth,
+            on_identity_conflict=self.metrics.inc_camera_id_conflict)
         self.pipeline = Pipeline(cfg, detector, build_decider(cfg), self.publisher, self.metrics, self.stats)
+        self.pipeline.publish_presence()
+        self._next_snapshot = 0.0  # monotonic time the MQTT snapshot is due
 
     # --- signals ---------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -147,12 +152,16 @@ class Daemon:
             if self.config_path is None:
                 raise ConfigError("no config file to reload from")
             new_cfg = load_config(self.config_path)
+            if new_cfg.camera != self.cfg.camera:  # it names the Prometheus series of this process
+                log.warning("camera.id changed; it takes effect at the next restart")
+                new_cfg.camera = self.cfg.camera
             detector = load_model_checked(new_cfg)
             decider: Decider = build_decider(new_cfg)
             publisher = self.publisher
             if (new_cfg.events, new_cfg.mqtt, new_cfg.zones) != (self.cfg.events, self.cfg.mqtt, self.cfg.zones):
                 publisher = build_publishers(new_cfg, ["frame", *new_cfg.zones],
-                                             on_queue_depth=self.metrics.set_mqtt_queue_depth, start=False)
+                                             on_queue_depth=self.metrics.set_mqtt_queue_depth, start=False,
+                                             on_identity_conflict=self.metrics.inc_camera_id_conflict)
             source = None
             if new_cfg.source != self.cfg.source:
                 source = make_retrying_source(new_cfg.source, self.stop_event)
@@ -170,6 +179,10 @@ class Daemon:
         removed_left = decider.carry_over(self.pipeline.decider, time.time())
         self.pipeline = Pipeline(new_cfg, detector, decider, publisher, self.metrics, self.stats)
         self.pipeline.publish_events(removed_left)
+        removed = [z for z in self.cfg.zones if z not in new_cfg.zones]
+        if removed:
+            publisher.forget_zones(removed)
+        self.pipeline.publish_presence()
         self.publisher = publisher
         if source is not None:
             assert self.source is not None
@@ -237,7 +250,8 @@ class Daemon:
                 frame.capture_wait_s = time.perf_counter() - t0  # its one owner: sees back-offs too
                 self._count_dropped(frame.timestamp_ns)
                 self._count_camera_errors()
-                self.pipeline.process(frame)
+                res = self.pipeline.process(frame)
+                self._publish_snapshot(bool(res.events))
                 self.frames += 1
                 self.last_frame_monotonic = time.monotonic()
                 if not self.ready_sent:
@@ -254,6 +268,20 @@ class Daemon:
         finally:
             self.shutdown()
         return 0
+
+    def _publish_snapshot(self, changed: bool) -> None:
+        """The Home Assistant camera's picture: on every event and every mqtt.snapshot_every_s.
+
+        Encoded here, at that modest rate, rather than per frame (a 320x240 JPEG costs
+        milliseconds on a Pi); the publisher only keeps the newest."""
+        mq = self.cfg.mqtt
+        now = time.monotonic()
+        if not (mq.enabled and mq.snapshot) or not (changed or now >= self._next_snapshot):
+            return
+        self._next_snapshot = now + mq.snapshot_every_s
+        jpeg = self.snapshot_jpeg()
+        if jpeg is not None:
+            self.publisher.publish_snapshot(jpeg)
 
     def _source_finished(self, exc: SourceExhausted) -> int:
         """Say how a finite source ended; 1 when it gave no frame at all.

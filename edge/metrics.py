@@ -10,6 +10,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from edge.events import ARRIVED, LEFT
 from edge.latency import STAGES
 
 # Per-stage latencies on a Pi are a fraction of a millisecond (decode) up to a few hundred
@@ -19,11 +20,37 @@ LATENCY_BUCKETS = (
 )
 
 
-class Metrics:
-    """Everything /metrics shows; the frame loop calls the small methods below."""
+EVENT_KINDS = (ARRIVED, LEFT)
+CAMERA_LABEL = "camera"  # on every sample: `sum by (camera)` in a fleet's PromQL and dashboards
 
-    def __init__(self, namespace: str = "car_detector") -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+
+class LabelledRegistry(CollectorRegistry):
+    """A registry that adds constant labels to every sample it hands out.
+
+    prometheus_client has no constant labels; declaring `camera` on each metric would make
+    every call site pass it. The daemon's own label beats a scrape-config relabel because
+    the daemon owns its camera.id: a host renamed in the inventory cannot mislabel it.
+    """
+
+    def __init__(self, labels: dict[str, str]) -> None:
+        super().__init__(auto_describe=True)
+        self.const_labels = labels
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        for family in super().collect():  # fresh Metric objects on every collect
+            family.samples = [s._replace(labels={**self.const_labels, **s.labels}) for s in family.samples]
+            yield family
+
+
+class Metrics:
+    """Everything /metrics shows; the frame loop calls the small methods below.
+
+    camera: the camera.id put on every sample as the `camera` label; None (bench, tests of
+    one daemon) leaves it off.
+    """
+
+    def __init__(self, namespace: str = "car_detector", camera: str | None = None) -> None:
+        self.registry = LabelledRegistry({CAMERA_LABEL: camera} if camera is not None else {})
         ns, reg = namespace, self.registry
         self.stage_seconds = Histogram(
             "stage_seconds", "Time spent per pipeline stage for one frame", ["stage"],
@@ -62,8 +89,14 @@ class Metrics:
         self.mqtt_queue_depth = Gauge(
             "mqtt_queue_depth", "Events waiting for a broker acknowledgement", namespace=ns, registry=reg
         )
+        self.camera_id_conflicts = Counter(
+            "camera_id_conflicts", "Times another daemon was seen claiming this camera.id on the MQTT broker",
+            namespace=ns, registry=reg,
+        )
         for stage in STAGES:  # show every series from the start, not only after first use
             self.stage_seconds.labels(stage=stage)
+        for kind in EVENT_KINDS:  # an event rate of 0, not "no data", on a quiet street
+            self.events.labels(event=kind)
 
     def observe_stage(self, stage: str, seconds: float) -> None:
         if stage not in STAGES:
@@ -102,6 +135,9 @@ class Metrics:
 
     def set_mqtt_queue_depth(self, n: int) -> None:
         self.mqtt_queue_depth.set(n)
+
+    def inc_camera_id_conflict(self) -> None:
+        self.camera_id_conflicts.inc()
 
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition and its Content-Type."""

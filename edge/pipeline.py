@@ -49,7 +49,7 @@ def build_detector(cfg: Config) -> Detector:
 
 
 def build_decider(cfg: Config) -> Decider:
-    zones = {n: (z.x, z.y, z.width, z.height) for n, z in cfg.zones.items()}
+    zones = {n: z.shape() for n, z in cfg.zones.items()}
     return Decider(zones, cfg.decide.frames_in, cfg.decide.frames_out, cfg.processing.min_overlap)
 
 
@@ -176,6 +176,13 @@ class Pipeline:
             if self.metrics is not None:
                 self.metrics.inc_event(ev.kind)
                 self.metrics.set_zone_present(ev.zone, present)
+
+    def publish_presence(self) -> None:
+        """Every zone's current state, events or not: at start (Home Assistant would show
+        "unknown", or the last run's stale state, until the first car) and after a reload
+        (a rebuilt publisher knows no state). Publishers drop repeats of a known state."""
+        for zone, present in self.decider.presence().items():
+            self.publisher.publish_state(zone, present, 0.0)
 
     def snapshot_frame(self) -> tuple[np.ndarray, list[Box]] | None:
         with self._lock:

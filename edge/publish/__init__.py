@@ -84,6 +84,12 @@ class MultiPublisher(Publisher):
     def publish_stats(self, stats: dict[str, Any]) -> None:
         self._each("publish_stats", stats)
 
+    def publish_snapshot(self, jpeg: bytes) -> None:
+        self._each("publish_snapshot", jpeg)
+
+    def forget_zones(self, zones: list[str]) -> None:
+        self._each("forget_zones", zones)
+
     def flush(self, timeout_s: float = 1.0) -> None:
         self._each("flush", timeout_s)
 
@@ -98,10 +104,12 @@ class MultiPublisher(Publisher):
 
 
 def build_publishers(cfg: Config, zones: list[str], on_queue_depth: Callable[[int], None] | None = None,
-                     start: bool = True) -> MultiPublisher:
+                     start: bool = True, on_identity_conflict: Callable[[], None] | None = None
+                     ) -> MultiPublisher:
     """The publishers the config asks for: the events file always, MQTT when enabled.
 
     on_queue_depth: told the number of events waiting for the broker whenever it changes.
+    on_identity_conflict: called when another daemon claims this camera.id on the broker.
     start=False: checked and built, not started (see Publisher.start); for a reload.
     """
     from edge.publish.events_file import EventsFilePublisher
@@ -111,7 +119,8 @@ def build_publishers(cfg: Config, zones: list[str], on_queue_depth: Callable[[in
         from edge.publish.mqtt import MqttPublisher
 
         try:
-            pubs.append(MqttPublisher(cfg.mqtt, zones, on_queue_depth=on_queue_depth, start=False))
+            pubs.append(MqttPublisher(cfg.mqtt, zones, camera_id=cfg.camera.id, on_queue_depth=on_queue_depth,
+                                      on_identity_conflict=on_identity_conflict, start=False))
         except BaseException:
             pubs[0].close()
             raise

@@ -36,6 +36,12 @@ class Publisher(abc.ABC):
     def publish_stats(self, stats: dict[str, Any]) -> None:  # noqa: B027
         """Periodic latency/fps summary (the structured latency line); default: ignore."""
 
+    def publish_snapshot(self, jpeg: bytes) -> None:  # noqa: B027
+        """The annotated snapshot (JPEG bytes) for a Home Assistant camera; default: ignore."""
+
+    def forget_zones(self, zones: list[str]) -> None:  # noqa: B027
+        """Zones a reload removed: drop what was published about them; default: nothing."""
+
     def flush(self, timeout_s: float = 1.0) -> None:  # noqa: B027
         """Push out anything queued, waiting at most timeout_s."""
 

@@ -15,8 +15,9 @@ from edge.config import MqttConfig
 from edge.publish import PublishSetupError
 from edge.publish.base import STATS_FPS_KEY, STATS_LATENCY_P95_KEY
 
-ONLINE, OFFLINE = "online", "offline"  # payloads of <prefix>/status (retained; the will says offline)
-ON, OFF = "ON", "OFF"  # payloads of <prefix>/zone/<zone>/state (retained)
+ONLINE, OFFLINE = "online", "offline"  # payloads of <prefix>/<camera>/status (retained; the will says offline)
+ON, OFF = "ON", "OFF"  # payloads of <prefix>/<camera>/zone/<zone>/state (retained)
+NODE_PREFIX = "car-detector-"  # + camera id: MQTT client id and Home Assistant node/device id
 
 _SLUG = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -56,27 +57,39 @@ def slug_zones(zones: list[str]) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Topics:
-    """Every topic one detector uses; built (and checked) once from the config."""
+    """Every topic one detector uses; built (and checked) once from the config.
+
+    `prefix` is <mqtt.topic_prefix>/<camera.id>: a fleet shares the topic prefix, and each
+    camera's id keeps its topics, client id and Home Assistant ids apart.
+    """
 
     prefix: str
     discovery_prefix: str
-    node_id: str
-    client_id: str
+    camera_id: str
     zone_slugs: dict[str, str]
 
     @classmethod
-    def from_config(cls, cfg: MqttConfig, zones: list[str]) -> Topics:
+    def from_config(cls, cfg: MqttConfig, camera_id: str, zones: list[str]) -> Topics:
         return cls(
-            prefix=check_prefix(cfg.topic_prefix, "mqtt.topic_prefix"),
+            prefix=f"{check_prefix(cfg.topic_prefix, 'mqtt.topic_prefix')}/{camera_id}",
             discovery_prefix=check_prefix(cfg.discovery_prefix, "mqtt.discovery_prefix"),
-            node_id=slug(cfg.client_id or "car-detector"),
-            client_id=cfg.client_id,
+            camera_id=camera_id,
             zone_slugs=slug_zones(list(dict.fromkeys(zones))),
         )
 
     @property
-    def zones(self) -> list[str]:
-        return list(self.zone_slugs)
+    def node_id(self) -> str:
+        """Home Assistant node id and device identifier; also the MQTT client id."""
+        return NODE_PREFIX + self.camera_id
+
+    @property
+    def client_id(self) -> str:
+        return self.node_id
+
+    @property
+    def instance(self) -> str:
+        """Retained claim of the running daemon (see MqttPublisher: duplicate camera ids)."""
+        return f"{self.prefix}/instance"
 
     @property
     def events(self) -> str:
@@ -90,6 +103,11 @@ class Topics:
     def stats(self) -> str:
         return f"{self.prefix}/stats"
 
+    @property
+    def snapshot(self) -> str:
+        """JPEG bytes of the annotated snapshot: the Home Assistant camera's picture (retained)."""
+        return f"{self.prefix}/snapshot"
+
     def state(self, zone: str) -> str:
         return f"{self.prefix}/zone/{self.zone_slugs.get(zone) or slug(zone)}/state"
 
@@ -97,21 +115,27 @@ class Topics:
 def _device(topics: Topics) -> dict[str, Any]:
     return {
         "identifiers": [topics.node_id],
-        "name": f"Car detector {topics.client_id}",
+        "name": f"Car detector {topics.camera_id}",
         "manufacturer": "car-detector",
         "model": "int8 CNN on Raspberry Pi",
         "sw_version": __version__,
     }
 
 
-def discovery_messages(topics: Topics) -> list[tuple[str, dict[str, Any]]]:
+def zone_discovery_topic(topics: Topics, zone: str) -> str:
+    """Where a zone's binary_sensor is announced; an empty retained payload there removes it."""
+    return f"{topics.discovery_prefix}/binary_sensor/{topics.node_id}/{topics.zone_slugs.get(zone) or slug(zone)}/config"
+
+
+def discovery_messages(topics: Topics, camera: bool = False) -> list[tuple[str, dict[str, Any]]]:
     """(topic, config) for each Home Assistant entity: one occupancy binary_sensor per
-    zone, plus latency p95 and fps sensors read from the stats topic."""
+    zone, latency p95 and fps sensors read from the stats topic, and (camera=True) an MQTT
+    camera showing the annotated snapshot."""
     avail = {"availability_topic": topics.status,
              "payload_available": ONLINE, "payload_not_available": OFFLINE}
     msgs: list[tuple[str, dict[str, Any]]] = []
     for zone, zs in topics.zone_slugs.items():
-        msgs.append((f"{topics.discovery_prefix}/binary_sensor/{topics.node_id}/{zs}/config", {
+        msgs.append((zone_discovery_topic(topics, zone), {
             "name": f"{zone} occupied",
             "unique_id": f"{topics.node_id}_{zs}_occupancy",
             "device_class": "occupancy",
@@ -134,6 +158,15 @@ def discovery_messages(topics: Topics) -> list[tuple[str, dict[str, Any]]]:
             "state_class": "measurement",
             "entity_category": "diagnostic",
             "icon": icon,
+            **avail,
+            "device": _device(topics),
+        }))
+    if camera:  # HA's MQTT camera: the payload on `topic` is the picture itself, no encoding
+        msgs.append((f"{topics.discovery_prefix}/camera/{topics.node_id}/snapshot/config", {
+            "name": "Snapshot",
+            "unique_id": f"{topics.node_id}_snapshot",
+            "topic": topics.snapshot,
+            "icon": "mdi:cctv",
             **avail,
             "device": _device(topics),
         }))

@@ -1,7 +1,8 @@
 """MQTT publisher: events at least once and in order, retained presence, HA discovery.
 
 The durable queue lives in mqtt_queue.py, topic names and discovery documents in
-ha_discovery.py; this module is the sender: connection, ordering, acknowledgements.
+ha_discovery.py, TLS set-up and its error messages in mqtt_tls.py; this module is the
+sender: connection, ordering, acknowledgements.
 
 Delivery model
 --------------
@@ -21,13 +22,26 @@ Locking: paho calls on_publish while holding its own message lock, so we never c
 client.publish() while holding ours, and on_publish only enqueues the mid. Acks are
 matched to messages by the sender thread, which is also the only thread that records
 mids, so an ack can never be processed before its mid is known.
+
+Duplicate camera ids
+--------------------
+Two daemons with one camera.id share a client id, and the broker silently hands it to
+whichever connected last: both keep reconnecting and knocking each other off. So on each
+connect the publisher subscribes to `<prefix>/<camera>/instance`, then publishes there
+(retained) a claim with a random nonce of its own. The retained claim that arrives before
+ours is the previous owner's (a restart looks just like that) and is not held against
+anyone; a foreign claim seen after ours was on the broker means another daemon claimed
+the id since: an ERROR naming the other host, and `on_identity_conflict`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
+import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -40,25 +54,29 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge.config import MqttConfig
 from edge.events import Event
 from edge.publish.base import CLOSE_TIMEOUT_S, Publisher
-from edge.publish.ha_discovery import OFF, OFFLINE, ON, ONLINE, Topics, discovery_messages
+from edge.publish.ha_discovery import OFF, OFFLINE, ON, ONLINE, Topics, discovery_messages, zone_discovery_topic
 from edge.publish.mqtt_queue import DiskQueue, QueuedEvent
+from edge.publish.mqtt_tls import explain_tls_error, tls_context
 
 log = logging.getLogger(__name__)
 
 WINDOW = 100  # events handed to paho but not yet acknowledged
 _GOODBYE_S = 0.25  # of it, kept back from the flush for "offline" + DISCONNECT
+_CONFLICT_LOG_EVERY_S = 60.0  # a duplicate id reconnects every second or two: one ERROR a minute
 
 _ONLINE_MARK = object()  # by_mid value of the availability message sent on connect
 _OTHER_MARK = object()  # states, stats, discovery: tracked only so flush() can wait for them
 
 
 class MqttPublisher(Publisher):
-    """Publishes to `<topic_prefix>/events`, `/zone/<zone>/state`, `/status`, `/stats`.
+    """Publishes to `<topic_prefix>/<camera_id>/events`, `/zone/<zone>/state`, `/status`,
+    `/stats`, `/snapshot`, `/instance`.
 
     Construction never waits for the broker: paho connects in the background and keeps
     retrying with exponential backoff (reconnect_min_s doubling up to reconnect_max_s).
     `on_queue_depth(n)` is called whenever the number of unacknowledged events changes
-    (the daemon points it at its Prometheus gauge).
+    (the daemon points it at its Prometheus gauge); `on_identity_conflict()` each time
+    another daemon is seen claiming this camera id.
 
     With start=False the publisher is checked and built but owns nothing yet: no queue file
     open, no connection. A SIGHUP reload builds the new one that way, closes the old one, and
@@ -71,15 +89,22 @@ class MqttPublisher(Publisher):
         cfg: MqttConfig,
         zones: list[str],
         *,
+        camera_id: str,
         reconnect_min_s: int = 1,
         reconnect_max_s: int = 30,
         on_queue_depth: Callable[[int], None] | None = None,
+        on_identity_conflict: Callable[[], None] | None = None,
         start: bool = True,
     ) -> None:
         self.cfg = cfg
         self._on_queue_depth = on_queue_depth
-        self.topics = Topics.from_config(cfg, zones)
-        self.zones = self.topics.zones
+        self._on_identity_conflict = on_identity_conflict
+        self.topics = Topics.from_config(cfg, camera_id, zones)
+        self._claim = json.dumps({"nonce": secrets.token_hex(8), "host": socket.gethostname(),
+                                  "pid": os.getpid(), "since": round(time.time(), 3)}).encode()
+        self._claimed = False  # our claim came back from the broker at least once
+        self.identity_conflicts = 0
+        self._last_conflict_log = 0.0
 
         self._cond = threading.Condition()
         self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -93,10 +118,15 @@ class MqttPublisher(Publisher):
         self._dirty_states: set[str] = set()
         self._stats: bytes | None = None
         self._stats_dirty = False
+        self._snapshot: bytes | None = None
+        self._snapshot_dirty = False
+        self._forget: set[str] = set()  # zones whose retained state and HA entity are to be removed
         self._started = False
         self._closed = False
         self._stop = False
         self._connect_fail_logged = False
+        self._tls_error: BaseException | None = None
+        self._tls_error_logged = ""
         self.dropped_total = 0
         self._last_drop_log = 0.0
 
@@ -122,10 +152,13 @@ class MqttPublisher(Publisher):
     def _make_client(self, reconnect_min_s: int, reconnect_max_s: int) -> mqtt.Client:
         c = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=self.cfg.client_id,
+            client_id=self.topics.client_id,
             clean_session=True,
             protocol=mqtt.MQTTv311,
         )
+        if self.cfg.tls.enabled:
+            c.tls_set_context(tls_context(self.cfg.tls, self._note_tls_error))
+            c.tls_insecure_set(self.cfg.tls.insecure)
         if self.cfg.username:
             c.username_pw_set(self.cfg.username, self.cfg.password or None)
         c.will_set(self.topics.status, OFFLINE, qos=1, retain=True)
@@ -134,6 +167,7 @@ class MqttPublisher(Publisher):
         c.on_connect_fail = self._on_connect_fail
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
+        c.on_message = self._on_message
         return c
 
     # ---------------------------------------------------------------- Publisher API
@@ -163,6 +197,25 @@ class MqttPublisher(Publisher):
             self._stats_dirty = True
         self._wake.set()
 
+    def publish_snapshot(self, jpeg: bytes) -> None:
+        """Only the newest picture matters: one waiting is replaced, never queued behind."""
+        if not self.cfg.snapshot:
+            return
+        with self._cond:
+            self._snapshot = bytes(jpeg)
+            self._snapshot_dirty = True
+        self._wake.set()
+
+    def forget_zones(self, zones: list[str]) -> None:
+        """Zones a reload removed: clear their retained state and remove their Home Assistant
+        entity (an empty retained config), or HA keeps showing a zone that no longer exists."""
+        with self._cond:
+            for zone in zones:
+                self._states.pop(zone, None)
+                self._dirty_states.discard(zone)
+                self._forget.add(zone)
+        self._wake.set()
+
     @property
     def queue_depth(self) -> int:
         """Events not yet acknowledged by the broker (also what is on disk)."""
@@ -176,7 +229,7 @@ class MqttPublisher(Publisher):
 
     def _idle(self) -> bool:
         return (not self._queue.items and not self._dirty_states and not self._stats_dirty
-                and not any(v is _OTHER_MARK for v in self._by_mid.values()))
+                and not self._snapshot_dirty and not self._forget and not any(v is _OTHER_MARK for v in self._by_mid.values()))
 
     def flush(self, timeout_s: float = 1.0) -> None:
         """Wait until every queued event, state and stats message has its PUBACK, or
@@ -268,16 +321,31 @@ class MqttPublisher(Publisher):
                 return
             # Published before paho re-sends what it still holds; its PUBACK marks "ready".
             info = client.publish(self.topics.status, ONLINE, qos=1, retain=True)
+            # Subscribe first: the retained claim delivered then is the previous owner's.
+            client.subscribe(self.topics.instance, qos=1)
+            client.publish(self.topics.instance, self._claim, qos=1, retain=True)
             with self._cond:
                 self._connected = True
                 self._ready = False
                 self._online_mid = info.mid
             self._connect_fail_logged = False
+            self._tls_error_logged = ""
             log.info("MQTT connected to %s:%d", self.cfg.host, self.cfg.port)
         except Exception:  # never let a callback kill paho's network thread
             log.exception("MQTT on_connect failed")
 
+    def _note_tls_error(self, exc: BaseException) -> None:
+        self._tls_error = exc
+
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        exc, self._tls_error = self._tls_error, None
+        if exc is not None:
+            why = explain_tls_error(exc)
+            if why != self._tls_error_logged:  # once per distinct reason, not every retry
+                self._tls_error_logged = why
+                log.error("MQTT broker %s:%d: TLS handshake failed: %s; retrying in the background, "
+                          "events are queued in %s", self.cfg.host, self.cfg.port, why, self.cfg.queue_path)
+            return
         if not self._connect_fail_logged:
             log.warning("MQTT broker %s:%d unreachable; retrying in the background, "
                         "events are queued in %s", self.cfg.host, self.cfg.port, self.cfg.queue_path)
@@ -294,6 +362,41 @@ class MqttPublisher(Publisher):
         if was and not self._closed:
             log.warning("MQTT connection to %s:%d lost (%s); reconnecting",
                         self.cfg.host, self.cfg.port, reason_code)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        """Claims on our instance topic: ours marks "claimed", a foreign one after that is
+        another daemon with this camera id."""
+        try:
+            if msg.topic != self.topics.instance:
+                return
+            if msg.payload == self._claim:
+                self._claimed = True
+            elif self._claimed:
+                self._report_conflict(msg.payload)
+        except Exception:  # never let a callback kill paho's network thread
+            log.exception("MQTT on_message failed")
+
+    def _report_conflict(self, payload: bytes) -> None:
+        self.identity_conflicts += 1
+        if self._on_identity_conflict is not None:
+            self._on_identity_conflict()
+        try:
+            other = json.loads(payload)
+            if not isinstance(other, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            other = {"claim": payload[:200].decode("utf-8", "replace")}
+        now = time.monotonic()
+        if self._last_conflict_log and now - self._last_conflict_log < _CONFLICT_LOG_EVERY_S:
+            return
+        self._last_conflict_log = now
+        log.error("MQTT: another daemon uses camera.id %r on broker %s:%d (host %s, pid %s); the broker "
+                  "gives client id %s to whichever connected last, so both keep being disconnected and "
+                  "their events and states mix. Give each camera its own [camera] id.",
+                  self.topics.camera_id, self.cfg.host, self.cfg.port, other.get("host", "?"),
+                  other.get("pid", "?"), self.topics.client_id,
+                  extra={"camera": self.topics.camera_id, "other": other,
+                         "conflicts": self.identity_conflicts})
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any,
                     properties: Any) -> None:
@@ -347,13 +450,23 @@ class MqttPublisher(Publisher):
         if self._intro_due:
             self._intro_due = False
             if self.cfg.discovery:
-                for topic, conf in discovery_messages(self.topics):
+                for topic, conf in discovery_messages(self.topics, camera=self.cfg.snapshot):
                     plan.append((topic, json.dumps(conf).encode(), True, _OTHER_MARK))
+            # A restarted broker may have lost every retained message: say them all again.
             self._dirty_states = set(self._states)
             self._stats_dirty = self._stats is not None
+            self._snapshot_dirty = self._snapshot is not None
         for zone in sorted(self._dirty_states):
             plan.append((self.topics.state(zone), self._states[zone].encode(), True, _OTHER_MARK))
         self._dirty_states.clear()
+        for zone in sorted(self._forget):
+            if self.cfg.discovery:
+                plan.append((zone_discovery_topic(self.topics, zone), b"", True, _OTHER_MARK))
+            plan.append((self.topics.state(zone), b"", True, _OTHER_MARK))
+        self._forget.clear()
+        if self._snapshot_dirty and self._snapshot is not None:
+            plan.append((self.topics.snapshot, self._snapshot, True, _OTHER_MARK))
+            self._snapshot_dirty = False
         if self._stats_dirty and self._stats is not None:
             plan.append((self.topics.stats, self._stats, True, _OTHER_MARK))
             self._stats_dirty = False

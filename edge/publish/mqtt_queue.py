@@ -4,6 +4,20 @@ Every event is appended and fsync'd before publish_event returns, so neither a b
 outage nor a power cut loses it; it leaves the file only when the broker's PUBACK arrives.
 The queue knows nothing about MQTT: the publisher's sender thread takes events from it
 (`take`) and reports acknowledgements (`done`).
+
+Why not stdlib sqlite3 (WAL)? It was measured, not assumed: a sqlite3 queue with the same
+interface (WAL, synchronous=FULL per insert, a DELETE per acknowledgement) behind the same
+MqttPublisher, on the two fault tests (ext4, 2 shared cores, 600 events at ~200/s with the
+broker SIGKILLed after 200 and restarted after 400; then SIGTERM with 500 events and a
+SIGSTOPped broker). Both delivered events 200..599 exactly once and in order, and both
+closed in 0.88-0.94 s against the hung broker (that is the close budget, not the queue).
+publish_event cost the same within the noise of a shared machine (p50 0.4-2.9 ms, p99
+3-37 ms for either). What differed: sqlite wrote 9.8-9.9 MB to disk for those 600 events,
+this log 2.5-4.0 MB (2.5-4x less wear on a Pi's SD card), while sqlite loaded a 10,000-event
+backlog at start in 0.04-0.06 s against 0.10-0.31 s here, once per start. Lower SD wear on
+every event beats a faster start after a long outage, and this log is one file a person can
+read with `jq`; so it stays. Torn last lines (power cut mid-append) are skipped and
+counted on load, see open().
 """
 
 from __future__ import annotations
@@ -50,6 +64,7 @@ class DiskQueue:
     _file: IO[bytes] | None = None
     _done_lines: int = 0
     _disk_ok: bool = True
+    _closed: bool = False
 
     def check(self) -> None:
         """What open() will need, without touching the file: a SIGHUP reload checks the new
@@ -120,6 +135,8 @@ class DiskQueue:
 
     def _write(self, rec: dict[str, Any], sync: bool) -> None:
         """Append one record; a failing disk degrades to memory-only, loudly, once."""
+        if self._closed:  # a late ack after close(): the file may have a new owner (reload)
+            return
         try:
             if self._file is None:
                 self._file = open_append(self.path)
@@ -189,7 +206,7 @@ class DiskQueue:
         self._maybe_compact()
 
     def _maybe_compact(self) -> None:
-        if self._done_lines == 0 or not self._disk_ok:
+        if self._done_lines == 0 or not self._disk_ok or self._closed:
             return
         if not self.items or self._done_lines > max(256, len(self.items)):
             try:
@@ -198,6 +215,11 @@ class DiskQueue:
                 log.error("MQTT queue %s: compaction failed: %s", self.path, exc)
 
     def close(self) -> None:
+        """Compact and let go of the file for good: after this nothing here writes to it,
+        since the next owner (a reloaded publisher, the next start) may already have it."""
+        if self._closed:
+            return
+        self._closed = True
         if self._file is not None:
             if self._done_lines and self._disk_ok:
                 try:

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import getpass
 import hashlib
@@ -114,11 +115,12 @@ class PiTarget:
             (self.state / name).unlink(missing_ok=True)
 
 
-@pytest.fixture(scope="session")
-def pi_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PiTarget]:
+@contextlib.contextmanager
+def running_sshd(work: Path) -> Iterator[PiTarget]:
+    """An sshd on a free 127.0.0.1 port playing one Pi, its keys and fakes' state in `work`;
+    stopped on exit. The fleet tests start several, one per "Pi"."""
     sshd = ensure_binary("/usr/sbin/sshd", "openssh-server")
     ensure_binary("/usr/bin/ssh-keygen", "openssh-client")
-    work = tmp_path_factory.mktemp("sshd")
     state = work / "state"
     state.mkdir()
     key, host_key = work / "id_ed25519", work / "host_ed25519"
@@ -171,6 +173,12 @@ def pi_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PiTarget]:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def pi_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PiTarget]:
+    with running_sshd(tmp_path_factory.mktemp("sshd")) as target:
+        yield target
 
 
 # ---------------------------------------------------------------------------- wheelhouse

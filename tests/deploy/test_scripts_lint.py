@@ -7,7 +7,7 @@ import subprocess
 
 from tests.deploy.conftest import REPO, ensure_binary
 
-SCRIPTS = sorted((REPO / "deploy").glob("*.sh")) + sorted((REPO / "tests" / "fakes" / "bin").iterdir())
+SCRIPTS = sorted((REPO / "deploy").rglob("*.sh")) + sorted((REPO / "tests" / "fakes" / "bin").iterdir())
 
 
 def test_scripts_parse() -> None:

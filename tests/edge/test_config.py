@@ -10,7 +10,8 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import pytest
 
-from edge.config import Config, ConfigError, Range, Zone, field_check, load_config
+from edge.config import (CAMERA_ID, Config, ConfigError, Range, Zone, default_camera_id, field_check, load_config,
+                         zones_path)
 from edge.runtimes import RUNTIMES
 
 
@@ -36,6 +37,8 @@ def toml_value(v: object) -> str:
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(v, list):
         return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):  # a nested table such as mqtt.tls, inline
+        return "{" + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + "}"
     return repr(v)
 
 
@@ -48,9 +51,9 @@ def test_empty_file_gives_valid_defaults(tmp_path: Path) -> None:
 
 def test_every_default_written_out_loads_back_equal(tmp_path: Path) -> None:
     """All defaults pass validation, and every declared key is accepted by the loader."""
-    lines = []
+    lines = [f'zones_file = {toml_value(Config().zones_file)}']  # top-level keys come before tables
     for section in dataclasses.fields(Config):
-        if section.name == "zones":
+        if section.name in ("zones", "zones_file"):
             continue
         lines.append(f"[{section.name}]")
         for key, value in dataclasses.asdict(getattr(Config(), section.name)).items():
@@ -205,6 +208,8 @@ def declared_fields() -> Iterator[tuple[str, dataclasses.Field, Any]]:
         cls = hints[section.name]
         if get_origin(cls) is dict:
             cls = get_args(cls)[1]
+        if not dataclasses.is_dataclass(cls):
+            continue  # a top-level key (zones_file), not a section
         cls_hints = get_type_hints(cls)
         for f in dataclasses.fields(cls):
             yield section.name, f, cls_hints[f.name]
@@ -310,3 +315,115 @@ def test_removed_snapshot_stream_key_is_refused(tmp_path: Path) -> None:
     """It promised colour snapshots that nothing served; an old config is told, not ignored."""
     msg = error(tmp_path, "[source]\nsnapshot_stream = true\n")
     assert "unknown key source.snapshot_stream" in msg
+
+
+@pytest.mark.parametrize("value", ["123456789", "[\"hunter2\"]", "{ pw = \"hunter2\" }", "12345.678"])
+def test_mqtt_password_errors_never_show_the_password(tmp_path: Path, value: str) -> None:
+    """A password typed without quotes is still the password: the error must not print it."""
+    msg = error(tmp_path, f"[mqtt]\npassword = {value}\n")
+    assert "mqtt.password must be a string" in msg
+    for secret in ("123456789", "hunter2", "12345.678"):
+        assert secret not in msg, msg
+
+
+def test_mqtt_password_is_left_out_of_the_config_repr(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, '[mqtt]\nusername = "u"\npassword = "hunter2-secret"\n'))
+    assert cfg.mqtt.password == "hunter2-secret"
+    assert "hunter2" not in repr(cfg) and "hunter2" not in repr(cfg.mqtt)
+
+
+def test_mqtt_tls_files_are_checked_at_load(tmp_path: Path) -> None:
+    pem = tmp_path / "ca.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\n")
+    cfg = load_config(write(tmp_path, f'[mqtt.tls]\nenabled = true\nca_file = "{pem}"\n'))
+    assert cfg.mqtt.tls.enabled and cfg.mqtt.tls.ca_file == str(pem) and not cfg.mqtt.tls.insecure
+    missing = tmp_path / "nope.pem"
+    msg = error(tmp_path, f'[mqtt.tls]\nenabled = true\nca_file = "{missing}"\n')
+    assert f"mqtt.tls.ca_file = '{missing}' cannot be read (No such file or directory)" in msg
+    msg = error(tmp_path, f'[mqtt.tls]\nenabled = true\ncert_file = "{tmp_path}"\n')
+    assert "mqtt.tls.cert_file" in msg and "is a directory" in msg
+    msg = error(tmp_path, '[mqtt.tls]\nenabled = true\nca_file = "certs/ca.pem"\n')
+    assert "mqtt.tls.ca_file" in msg and "absolute path" in msg
+
+
+def test_mqtt_tls_key_without_certificate_is_refused(tmp_path: Path) -> None:
+    key = tmp_path / "client.key"
+    key.write_text("x")
+    msg = error(tmp_path, f'[mqtt.tls]\nenabled = true\nkey_file = "{key}"\n')
+    assert "mqtt.tls.key_file needs mqtt.tls.cert_file" in msg
+
+
+@pytest.mark.parametrize("key,value", [("ca_file", "CA"), ("insecure", "true")])
+def test_mqtt_tls_settings_without_tls_enabled_are_refused(tmp_path: Path, key: str, value: str) -> None:
+    """A CA file with enabled = false would silently send the password in clear."""
+    pem = tmp_path / "ca.pem"
+    pem.write_text("x")
+    text = f'"{pem}"' if value == "CA" else value
+    msg = error(tmp_path, f"[mqtt.tls]\n{key} = {text}\n")
+    assert f"mqtt.tls.{key} is set but mqtt.tls.enabled = false" in msg
+
+
+def test_camera_id_defaults_to_the_host_name(tmp_path: Path) -> None:
+    import socket
+
+    cfg = load_config(write(tmp_path, ""))
+    assert cfg.camera.id == default_camera_id()
+    assert CAMERA_ID.fullmatch(cfg.camera.id)
+    if CAMERA_ID.fullmatch(socket.gethostname()):
+        assert cfg.camera.id == socket.gethostname()
+    assert load_config(write(tmp_path, '[camera]\nid = "drive-way_2"\n')).camera.id == "drive-way_2"
+
+
+@pytest.mark.parametrize("value", ['""', '"drive way"', '"cams/1"', '"cam+"', '"#"', '"-lead"', '"é"',
+                                   f'"{"x" * 64}"', "3"])
+def test_a_camera_id_that_cannot_name_topics_or_labels_is_refused(tmp_path: Path, value: str) -> None:
+    assert "camera.id" in error(tmp_path, f"[camera]\nid = {value}\n")
+
+
+def test_the_old_mqtt_client_id_says_what_replaced_it(tmp_path: Path) -> None:
+    msg = error(tmp_path, '[mqtt]\nclient_id = "garage"\n')
+    assert "mqtt.client_id is no longer a setting" in msg and "[camera] id" in msg
+
+
+def test_polygon_zone_gets_its_bounding_box_and_shape(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "[zones.drive]\npoints = [[10, 200], [100, 80], [160, 80], [120, 230]]\n"))
+    z = cfg.zones["drive"]
+    assert (z.x, z.y, z.width, z.height) == (10, 80, 150, 150)
+    assert z.shape() == ((10, 200), (100, 80), (160, 80), (120, 230))
+    assert Zone(1, 2, 3, 4).shape() == (1, 2, 3, 4)
+
+
+@pytest.mark.parametrize("body,words", [
+    ("points = [[0, 0], [10, 0]]", ["zones.z.points", "at least 3"]),
+    ("points = [[0, 0], [10, 0], [20, 0]]", ["zones.z.points", "no area"]),
+    ("points = [[0, 0], [10, 10], [10, 0], [0, 10]]", ["zones.z.points", "cross"]),
+    ("points = [[0, 0], [10, -1], [0, 10]]", ["zones.z.points", "x, y >= 0"]),
+    ("points = [[0, 0, 1], [10, 0], [0, 10]]", ["zones.z.points"]),
+    ("points = [[0, 0], [10, 0], [0, 10]]\nwidth = 5", ["zones.z", "both points and"]),
+    ("points = [[0, 0], [400, 0], [0, 10]]", ["zones.z", "processing frame"]),
+    ("x = 0\ny = 0\nheight = 10", ["zones.z.width", "required"]),
+])
+def test_bad_polygon_zones_are_named(tmp_path: Path, body: str, words: list[str]) -> None:
+    msg = error(tmp_path, f"[zones.z]\n{body}\n")
+    assert all(w in msg for w in words), msg
+
+
+def test_zones_file_is_included_and_its_errors_name_it(tmp_path: Path) -> None:
+    (tmp_path / "zones.toml").write_text("[zones.gate]\nx = 0\ny = 0\nwidth = 10\nheight = 10\n")
+    cfg = load_config(write(tmp_path, 'zones_file = "zones.toml"\n[decide]\nframes_in = 2\n'))
+    assert cfg.zones == {"gate": Zone(0, 0, 10, 10)} and cfg.decide.frames_in == 2
+    assert zones_path(tmp_path / "config.toml", cfg) == tmp_path / "zones.toml"
+
+    (tmp_path / "zones.toml").write_text("[zones.gate]\nx = 0\ny = 0\nwidth = 0\nheight = 10\n")
+    msg = error(tmp_path, 'zones_file = "zones.toml"\n')
+    assert msg.startswith(str(tmp_path / "zones.toml")) and "zones.gate.width" in msg
+    (tmp_path / "zones.toml").write_text("[decide]\nframes_in = 1\n")
+    assert "only [zones.<name>] tables" in error(tmp_path, 'zones_file = "zones.toml"\n')
+    (tmp_path / "zones.toml").write_text("[zones.gate\n")
+    assert "not valid TOML" in error(tmp_path, 'zones_file = "zones.toml"\n')
+
+
+def test_zones_file_missing_means_no_zones_yet_and_zones_in_both_places_is_refused(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, 'zones_file = "zones.toml"\n')).zones == {}
+    msg = error(tmp_path, 'zones_file = "zones.toml"\n[zones.a]\nx = 0\ny = 0\nwidth = 5\nheight = 5\n')
+    assert "zones_file" in msg and "one place" in msg

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import selectors
 import signal
@@ -20,11 +21,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+CAM = "cam1"  # camera.id of the daemons under test: their topics are cd-test/cam1/...
 
 
 def write_config(path: Path, model_dir: Path, tmp: Path, video: Path | None, **sections) -> Path:
     src = {"kind": "video", "path": str(video), "loop": True, "pace": True} if video else {"kind": "synthetic"}
     base = {
+        "camera": {"id": CAM},
         "model": {"path": str(model_dir)},
         "source": src,
         "zones": {"left_lane": {"x": 0, "y": 60, "width": 160, "height": 180}},
@@ -205,6 +208,7 @@ def test_replay_writes_events_and_exits(trained_model_dir, video_path, tmp_path)
     ({"model": {"runtime": "gpu"}}, "model.runtime = 'gpu' is not allowed; use one of 'auto', 'litert'"),
     ({"source": {"fps": "fast"}}, "source.fps must be a number"),
     ({"watchdog": {"frame_timeoutt": 1}}, "unknown key watchdog.frame_timeoutt"),
+    ({"http": {"host": "0.0.0.0"}}, "http.token must be set when http.host = '0.0.0.0'"),
 ])
 def test_bad_config_names_the_key(trained_model_dir, tmp_path, edit, expect):
     cfg = write_config(tmp_path / "c.toml", trained_model_dir, tmp_path, None, **edit)
@@ -304,7 +308,7 @@ def test_service_publishes_to_mqtt_and_loses_nothing_when_broker_restarts(
     svc = Service(cfg, None)
     try:
         svc.wait_log("ready")
-        sub.wait_for(lambda: len(sub.on("cd-test/events")) >= 2, timeout=60)
+        sub.wait_for(lambda: len(sub.on("cd-test/cam1/events")) >= 2, timeout=60)
         mosquitto.stop()
         t_down = time.time()
         time.sleep(3)  # frames keep flowing; events queue on disk
@@ -316,7 +320,7 @@ def test_service_publishes_to_mqtt_and_loses_nothing_when_broker_restarts(
         file_events = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
         sub.close()
         sub = Subscriber(mosquitto.port, ["cd-test/#"])  # retained state after the restart
-        sub.wait_for(lambda: any(m.topic.startswith("cd-test/zone/") for m in sub.msgs), timeout=10)
+        sub.wait_for(lambda: any(m.topic.startswith("cd-test/cam1/zone/") for m in sub.msgs), timeout=10)
     finally:
         svc.stop()
         sub.close()
@@ -375,7 +379,7 @@ def test_sighup_reload_carries_presence_and_closes_removed_zones(trained_model_d
         ("car_arrived", "kept"), ("car_arrived", "removed"), ("car_left", "removed")]
     assert d.pipeline.decider.presence() == {"frame": True, "left_lane": True, "kept": True}
     metrics = d.metrics.render()[0].decode()
-    assert 'car_detector_zone_present{zone="removed"} 0.0' in metrics
+    assert 'car_detector_zone_present{camera="cam1",zone="removed"} 0.0' in metrics
 
 
 def _mqtt_service_config(tmp_path, model_dir, video, port, **extra):
@@ -417,8 +421,8 @@ def test_mqtt_queue_depth_metric_counts_events_waiting_for_the_broker(trained_mo
             text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
             if len(_events_in_file(tmp_path)) == before:
                 break
-        depth = [ln for ln in text.splitlines() if ln.startswith("car_detector_mqtt_queue_depth ")]
-        assert depth == [f"car_detector_mqtt_queue_depth {float(before)}"], depth
+        depth = [ln for ln in text.splitlines() if ln.startswith('car_detector_mqtt_queue_depth{camera="cam1"} ')]
+        assert depth == [f'car_detector_mqtt_queue_depth{{camera="cam1"}} {float(before)}'], depth
     finally:
         svc.stop()
 
@@ -427,8 +431,7 @@ def test_sigterm_with_a_hung_broker_stops_within_2s_and_keeps_unacknowledged_eve
         trained_model_dir, video_path, tmp_path, mosquitto):
     """A SIGSTOPped broker keeps the TCP connection open but never acknowledges: the
     shutdown must not wait for it beyond its budget, and nothing unacknowledged is lost."""
-    svc = Service(_mqtt_service_config(tmp_path, trained_model_dir, video_path, mosquitto.port,
-                                       http={"enabled": False}), None)
+    svc = Service(_mqtt_service_config(tmp_path, trained_model_dir, video_path, mosquitto.port), None)
     try:
         svc.wait_log("ready")
         deadline = time.monotonic() + 60
@@ -651,7 +654,7 @@ def test_sighup_changing_mqtt_settings_with_events_pending_delivers_each_once_in
         return Event(kind=ARRIVED, zone="frame", time=1_700_000_000.0 + i, frame_id=i, score=0.9, box=None,
                      dwell_s=None)
 
-    sub = Subscriber(mosquitto.port, ["cd-test/events"])
+    sub = Subscriber(mosquitto.port, ["cd-test/cam1/events"])
     d = Daemon(load_config(config(30)), config_path=tmp_path / "c.toml")
     try:
         deadline = time.monotonic() + 10
@@ -664,12 +667,12 @@ def test_sighup_changing_mqtt_settings_with_events_pending_delivers_each_once_in
         assert d.reload()
         for i in range(300, 400):
             d.publisher.publish_event(event(i))
-        sub.wait_for(lambda: len(sub.on("cd-test/events")) >= 400, timeout=30)
+        sub.wait_for(lambda: len(sub.on("cd-test/cam1/events")) >= 400, timeout=30)
         time.sleep(1.0)  # duplicates, if any, would arrive now
     finally:
         d.publisher.close()
         sub.close()
-    got = [json.loads(m.payload)["frame_id"] for m in sub.on("cd-test/events")]
+    got = [json.loads(m.payload)["frame_id"] for m in sub.on("cd-test/cam1/events")]
     assert got == list(range(400)), f"{len(got)} received, {len(got) - len(set(got))} duplicates"
     assert "already connected" not in mosquitto.log.read_text(), "client id taken over during the reload"
 
@@ -734,3 +737,42 @@ def test_a_truncated_video_replay_says_how_far_it_got(trained_model_dir, video_p
     assert f"ended after {decodable} of the {announced} frames its header announces" in warning["msg"]
     (done,) = [x for x in recs if x["msg"] == "source finished"]
     assert done["frames"] == decodable and "truncated or damaged (source.loop = false)" in done["reason"]
+
+
+def test_two_daemons_with_one_camera_id_log_an_error_and_count_it(trained_model_dir, tmp_path, mosquitto, caplog):
+    """Same camera.id on one broker: the broker silently swaps the client id between them;
+    both daemons must say so and count it on /metrics. A reload cannot rename a running
+    daemon (its Prometheus series and topics keep the id it started with)."""
+    import re
+
+    from edge.config import load_config
+    from edge.daemon import Daemon
+
+    caplog.set_level(logging.ERROR, logger="edge.publish.mqtt")
+
+    def config(name: str, cam: str) -> Path:
+        work = tmp_path / name
+        work.mkdir(exist_ok=True)
+        return write_config(work / "c.toml", trained_model_dir, work, None, camera={"id": cam},
+                            http={"enabled": False},
+                            mqtt={"enabled": True, "port": mosquitto.port, "topic_prefix": "cd-test",
+                                  "queue_path": str(work / "mqtt-queue.jsonl")})
+
+    def conflicts(d: Daemon) -> float:
+        m = re.search(rb'car_detector_camera_id_conflicts_total\{camera="cam1"\} (\S+)', d.metrics.render()[0])
+        return float(m.group(1)) if m else -1.0
+
+    a = Daemon(load_config(config("a", CAM)), config_path=tmp_path / "a" / "c.toml")
+    b = Daemon(load_config(config("b", CAM)), config_path=tmp_path / "b" / "c.toml")
+    try:
+        deadline = time.monotonic() + 20
+        while conflicts(a) < 1 or conflicts(b) < 1:
+            assert time.monotonic() < deadline, (conflicts(a), conflicts(b))
+            time.sleep(0.1)
+        config("a", "renamed")
+        assert a.reload() and a.cfg.camera.id == CAM
+    finally:
+        a.publisher.close()
+        b.publisher.close()
+    errors = [r.getMessage() for r in caplog.records if "another daemon uses camera.id 'cam1'" in r.getMessage()]
+    assert len(errors) >= 2, errors

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edge.decide import FRAME_ZONE, Decider, overlap_fraction
+from edge.decide import (FRAME_ZONE, Decider, overlap_fraction, polygon_area, polygon_overlap_fraction, polygon_self_crossing,
+                         zone_overlap)
 from edge.events import ARRIVED, LEFT, Box, Event
 
 # A car box fully inside the left half of a 320x240 frame, and one fully inside the right.
@@ -166,3 +167,94 @@ def test_carry_over_sends_car_left_only_for_removed_zones_that_were_occupied() -
     new = Decider({}, frames_in=2, frames_out=3)
     events = new.carry_over(old, wall_time=5000.0)
     assert [(e.kind, e.zone) for e in events] == [(LEFT, "left")]  # "right" was empty: nothing to say
+
+
+# --- polygon zones -------------------------------------------------------------------------
+
+def _rect_polygon(x: float, y: float, w: float, h: float) -> tuple[tuple[float, float], ...]:
+    return ((x, y), (x + w, y), (x + w, y + h), (x, y + h))
+
+
+def test_polygon_area_either_winding() -> None:
+    square = _rect_polygon(0, 0, 10, 10)
+    assert polygon_area(square) == pytest.approx(100.0)
+    assert polygon_area(tuple(reversed(square))) == pytest.approx(100.0)
+    assert polygon_area(((0, 0), (10, 0), (0, 10))) == pytest.approx(50.0)
+    # Concave L: a 10x10 square less its 5x5 top-right quarter.
+    assert polygon_area(L_SHAPE) == pytest.approx(75.0)
+
+
+L_SHAPE = ((0, 0), (5, 0), (5, 5), (10, 5), (10, 10), (0, 10))
+
+
+def test_a_rectangle_given_as_polygon_overlaps_exactly_like_the_rectangle() -> None:
+    """Every box position on a grid around the zone, including boxes cut by the border."""
+    zone = (40, 30, 100, 60)
+    poly = _rect_polygon(*zone)
+    for x in range(-30, 170, 7):
+        for y in range(-20, 120, 9):
+            for w, h in ((10, 10), (50, 20), (200, 100), (3, 40)):
+                box = Box(float(x), float(y), float(w), float(h), 0.9)
+                want = overlap_fraction(box, *zone)
+                assert polygon_overlap_fraction(box, poly) == pytest.approx(want, abs=1e-9), box
+                assert polygon_overlap_fraction(box, tuple(reversed(poly))) == pytest.approx(want, abs=1e-9)
+                assert zone_overlap(box, poly) == pytest.approx(zone_overlap(box, zone), abs=1e-9)
+
+
+@pytest.mark.parametrize("box,want", [
+    (Box(0.0, 0.0, 10.0, 10.0, 1.0), 0.75),      # the whole L's bounding box
+    (Box(5.0, 0.0, 5.0, 5.0, 1.0), 0.0),          # exactly the missing quarter
+    (Box(6.0, 1.0, 2.0, 2.0, 1.0), 0.0),          # inside the notch, touching nothing
+    (Box(0.0, 0.0, 5.0, 5.0, 1.0), 1.0),          # inside the L
+    (Box(2.5, 2.5, 5.0, 5.0, 1.0), 0.75),         # over the inner corner: 3 of 4 quarters
+    (Box(5.0, 2.0, 4.0, 6.0, 1.0), 0.5),          # half above, half below the notch's floor y=5
+    (Box(-5.0, 0.0, 10.0, 10.0, 1.0), 0.5),       # cut by the left border of the picture
+    (Box(10.0, 0.0, 5.0, 10.0, 1.0), 0.0),        # touching the right edge only
+    (Box(20.0, 20.0, 5.0, 5.0, 1.0), 0.0),        # far away
+])
+def test_concave_polygon_overlap(box: Box, want: float) -> None:
+    assert polygon_overlap_fraction(box, L_SHAPE) == pytest.approx(want)
+    assert polygon_overlap_fraction(box, tuple(reversed(L_SHAPE))) == pytest.approx(want)
+
+
+def test_triangle_overlap_and_box_containing_the_polygon() -> None:
+    tri = ((0, 0), (100, 0), (0, 100))  # the half below the diagonal x + y = 100
+    assert polygon_overlap_fraction(Box(0.0, 0.0, 100.0, 100.0, 1.0), tri) == pytest.approx(0.5)
+    assert polygon_overlap_fraction(Box(0.0, 0.0, 50.0, 50.0, 1.0), tri) == pytest.approx(1.0)
+    assert polygon_overlap_fraction(Box(50.0, 50.0, 50.0, 50.0, 1.0), tri) == 0.0  # touches at one point
+    # A box that holds the whole polygon: polygon area / box area.
+    assert polygon_overlap_fraction(Box(-100.0, -100.0, 400.0, 400.0, 1.0), tri) == pytest.approx(5000 / 160000)
+    # Half of the box [25,75]x[25,75] lies below the diagonal.
+    assert polygon_overlap_fraction(Box(25.0, 25.0, 50.0, 50.0, 1.0), tri) == pytest.approx(0.5)
+
+
+def test_decider_uses_polygon_zones_for_membership() -> None:
+    """A slanted driveway: the car on it counts, the car on the pavement beside it does not."""
+    drive = ((0, 240), (120, 80), (220, 80), (140, 240))
+    on_drive = Box(100.0, 150.0, 60.0, 40.0, 0.9)
+    beside = Box(200.0, 180.0, 60.0, 40.0, 0.8)
+    d = Decider({"drive": drive, "rect": (0, 0, 320, 120)}, frames_in=1, frames_out=1)
+    events = d.update([on_drive, beside], 1.0, 0)
+    assert sorted((e.zone, e.kind) for e in events) == [("drive", ARRIVED), (FRAME_ZONE, ARRIVED)]
+    assert next(e for e in events if e.zone == "drive").box == on_drive
+    events = d.update([beside], 2.0, 1)
+    assert [(e.zone, e.kind) for e in events] == [("drive", LEFT)]
+    assert d.presence() == {FRAME_ZONE: True, "drive": False, "rect": False}
+
+
+def test_carry_over_keeps_presence_when_a_rectangle_becomes_a_polygon() -> None:
+    old = Decider({"left": ZONES["left"]}, frames_in=1, frames_out=1)
+    old.update([LEFT_CAR], 1.0, 0)
+    new = Decider({"left": _rect_polygon(0, 80, 160, 80)}, frames_in=1, frames_out=1)
+    assert new.carry_over(old, 2.0) == []
+    assert new.presence()["left"] is True
+    assert new.update([LEFT_CAR], 3.0, 1) == []  # the car is inside the new shape: no second arrival
+
+
+def test_self_crossing_polygons_are_found() -> None:
+    assert polygon_self_crossing(L_SHAPE) is None
+    assert polygon_self_crossing(_rect_polygon(0, 0, 10, 10)) is None
+    assert polygon_self_crossing(((0, 0), (10, 0), (0, 10))) is None
+    assert polygon_self_crossing(((0, 0), (10, 10), (10, 0), (0, 10))) == (0, 2)  # bow-tie
+    # A vertex touching a non-adjacent edge counts as crossing.
+    assert polygon_self_crossing(((0, 0), (10, 0), (10, 10), (5, 0), (0, 10))) is not None

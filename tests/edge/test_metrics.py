@@ -91,3 +91,24 @@ def test_instances_do_not_share_a_registry() -> None:
 def test_unknown_stage_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="unknown pipeline stage 'inference'.*infer"):
         Metrics().observe_stage("inference", 0.01)
+
+
+def test_a_camera_label_sits_on_every_sample() -> None:
+    """`sum by (camera)` in the fleet dashboard needs it on every series the daemon exports."""
+    m = Metrics(camera="driveway")
+    m.observe_stage("infer", 0.01)
+    m.inc_event("car_arrived")
+    m.set_zone_present("drive", True)
+    m.inc_camera_id_conflict()
+    got = samples(m)
+    assert got and all(dict(labels).get("camera") == "driveway" for _, labels in got)
+    assert got[("car_detector_camera_id_conflicts_total", (("camera", "driveway"),))] == 1
+    assert got[("car_detector_zone_present", (("camera", "driveway"), ("zone", "drive")))] == 1
+    assert all("camera" not in dict(labels) for _, labels in samples(Metrics()))
+
+
+def test_event_series_exist_before_the_first_event() -> None:
+    """A quiet camera shows an event rate of 0 in the fleet dashboard, not "no data"."""
+    got = samples(Metrics())
+    for kind in ("car_arrived", "car_left"):
+        assert got[("car_detector_events_total", (("event", kind),))] == 0

@@ -141,13 +141,14 @@ def test_motion_gate_skips_unchanged_frames_but_counts_them(trained_model_dir, t
 def test_dropped_frames_counted_from_timestamp_gaps(trained_model_dir, tmp_path):
     from edge.daemon import Daemon
 
-    cfg = parse_config({"model": {"path": str(trained_model_dir)}, "source": {"kind": "picamera2", "fps": 10.0},
+    cfg = parse_config({"camera": {"id": "cam1"}, "model": {"path": str(trained_model_dir)},
+                        "source": {"kind": "picamera2", "fps": 10.0},
                         "events": {"path": str(tmp_path / "e.jsonl")}, "http": {"enabled": False}})
     d = Daemon(cfg)
     try:
         for ts in (0, 100_000_000, 200_000_000, 500_000_000):  # 10 fps; the last gap misses 2 frames
             d._count_dropped(ts)
         assert d.stats.dropped == 2
-        assert b"car_detector_frames_dropped_total 2.0" in d.metrics.render()[0]
+        assert b'car_detector_frames_dropped_total{camera="cam1"} 2.0' in d.metrics.render()[0]
     finally:
         d.publisher.close()

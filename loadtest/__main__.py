@@ -1,0 +1,5 @@
+import sys
+
+from loadtest.fleet import main
+
+sys.exit(main())
