@@ -98,8 +98,9 @@ class Manifest:
         return max(m, -(-height // m) * m), max(m, -(-width // m) * m)
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
-        h, w = self.padded_size(height, width)
-        return h // self.stride, w // self.stride
+        """Cells `edge.model` returns for a height x width picture: those covering part of it
+        (the padding's cells beyond are cut off)."""
+        return -(-height // self.stride), -(-width // self.stride)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -35,15 +35,16 @@ def input_lut(spec: TensorSpec) -> np.ndarray:
 
 
 def dequantise(raw: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """float64: a peak's score must not depend on whether it was read as a scalar or in an array."""
     if spec.dtype == "float32":
-        return raw.astype(np.float32)
-    return (raw.astype(np.float32) - spec.zero_point) * spec.scale
+        return raw.astype(np.float64)
+    return (raw.astype(np.float64) - spec.zero_point) * spec.scale
 
 
 @dataclass
 class RawOutputs:
     """One invoke's outputs, as the runtime returned them (copied out of the interpreter),
-    cut to the cells whose centre lies in the picture: the padding's cells only repeat the
+    cut to the cells that cover part of the picture: the padding's cells only repeat the
     border and must neither add boxes nor raise the top score."""
 
     heat: np.ndarray  # (H', W') raw
@@ -124,8 +125,7 @@ class ScoreMapModel:
         self.set_input_size(*image.shape)  # a no-op when the size is unchanged
         self._write_input(image)
         self.interpreter.invoke()
-        st = self.manifest.stride
-        rows, cols = -(-image.shape[0] // st), -(-image.shape[1] // st)  # cells with a centre inside
+        rows, cols = self.manifest.output_size(*image.shape)
         heat = self.interpreter.get_tensor(self._out_index["heat"])[0, :rows, :cols, 0].copy()
         box = self.interpreter.get_tensor(self._out_index["box"])[0, :rows, :cols].copy()
         return RawOutputs(heat, box)

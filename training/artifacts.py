@@ -85,10 +85,12 @@ def write_golden(work_dir: Path, frames: list[np.ndarray], precisions: list[str]
         "machine": platform.machine(),
         "tolerance": {
             "same_runtime_and_machine": "exact",
-            # tflite-runtime 2.14's arm64 depthwise kernel rounds ties up where x86 rounds them
-            # away from zero: 1 LSB at first, up to 2 LSB after later layers (measured by
-            # `make pi-sim`). Anything beyond that is a broken install.
-            "otherwise": {"int8_max_abs_lsb": 2, "int8_max_fraction_differing": 0.35, "float_max_abs": 1e-3},
+            # Runtimes round int8 requantisation ties differently (tflite-runtime 2.14's arm64
+            # depthwise kernel; tflite-runtime vs ai-edge-litert on x86): 1 LSB at first, growing
+            # through the layers to 3 LSB in a third of the cells on this detector (measured by
+            # tests/edge/test_preflight.py on x86; `make pi-sim` prints the arm64 figure).
+            # Far beyond that is a broken install.
+            "otherwise": {"int8_max_abs_lsb": 4, "int8_max_fraction_differing": 0.5, "float_max_abs": 1e-3},
         },
     }
 

@@ -331,14 +331,16 @@ def evaluate_uiuc_all(work: Path, scenes, truth, threshold: float) -> dict[str, 
 
 
 def int8_gate(cfg: TrainConfig, metrics: dict[str, dict[str, Any]]) -> dict[str, float]:
-    """AP50 drop (box sets) or presence-accuracy drop (crop sets), float -> int8, in points."""
+    """Loss to quantisation, float -> int8, in points: AP50 on box sets, presence ROC AUC on
+    crop sets (accuracy at one threshold moves in whole pictures: 0.6 points per picture on
+    UIUC's 157 held-out windows, too coarse to gate on)."""
     drops = {}
     for name, m8 in metrics["int8"].items():
         mf = metrics["float"][name]
         if m8.get("ap50") is not None:
             drops[name] = round((mf["ap50"] - m8["ap50"]) * 100, 3)
         else:
-            drops[name] = round((mf["presence"]["accuracy"] - m8["presence"]["accuracy"]) * 100, 3)
+            drops[name] = round((mf["presence"]["auc"] - m8["presence"]["auc"]) * 100, 3)
     worst = max(drops, key=drops.get)
     if drops[worst] > cfg.gate_points:
         raise GateError(

@@ -186,9 +186,9 @@ def test_sighup_reload_keeps_running_model_on_failure(trained_model_dir, video_p
         svc.stop()
 
 
-def test_replay_writes_events_and_exits(trained_model_dir, video_path, tmp_path):
+def test_replay_writes_events_and_exits(trained_model_dir, video_path, tmp_path, firing_threshold):
     cfg = write_config(tmp_path / "config.toml", trained_model_dir, tmp_path, video_path,
-                       source={"pace": False, "loop": False}, processing={"threshold": 0.3})
+                       source={"pace": False, "loop": False}, processing={"threshold": firing_threshold})
     r = subprocess.run([sys.executable, "-m", "edge", "run", "--config", str(cfg)], cwd=ROOT,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
@@ -293,13 +293,14 @@ def test_bench_prints_rows(trained_model_dir, video_path, tmp_path):
 
 
 def test_service_publishes_to_mqtt_and_loses_nothing_when_broker_restarts(
-        trained_model_dir, video_path, tmp_path, mosquitto):
+        trained_model_dir, video_path, tmp_path, mosquitto, firing_threshold):
     """Real broker on 127.0.0.1; stopped mid-run; every event in the file reaches MQTT."""
     from tests.edge.test_publish_mqtt import Subscriber
 
     cfg = write_config(
         tmp_path / "config.toml", trained_model_dir, tmp_path, video_path,
-        source={"pace": True, "loop": True}, processing={"threshold": 0.3}, decide={"frames_in": 1, "frames_out": 1},
+        source={"pace": True, "loop": True}, processing={"threshold": firing_threshold},
+        decide={"frames_in": 1, "frames_out": 1},
         mqtt={"enabled": True, "port": mosquitto.port, "topic_prefix": "cd-test",
               "queue_path": str(tmp_path / "mqtt-queue.jsonl")},
         http={"enabled": False},
@@ -382,9 +383,9 @@ def test_sighup_reload_carries_presence_and_closes_removed_zones(trained_model_d
     assert 'car_detector_zone_present{camera="cam1",zone="removed"} 0.0' in metrics
 
 
-def _mqtt_service_config(tmp_path, model_dir, video, port, **extra):
-    """A busy clip (threshold 0.3, one-frame hysteresis): events every few seconds."""
-    sections = dict(source={"pace": True, "loop": True}, processing={"threshold": 0.3},
+def _mqtt_service_config(tmp_path, model_dir, video, port, threshold, **extra):
+    """A busy clip (the firing threshold, one-frame hysteresis): events every few seconds."""
+    sections = dict(source={"pace": True, "loop": True}, processing={"threshold": threshold},
                     decide={"frames_in": 1, "frames_out": 1},
                     mqtt={"enabled": True, "port": port, "topic_prefix": "cd-test", "keepalive_s": 30,
                           "queue_path": str(tmp_path / "mqtt-queue.jsonl")})
@@ -405,11 +406,12 @@ def _pending_in_queue(tmp_path) -> list[dict]:
     return [r["msg"] for r in recs if "seq" in r and r["seq"] not in done]
 
 
-def test_mqtt_queue_depth_metric_counts_events_waiting_for_the_broker(trained_model_dir, video_path, tmp_path):
+def test_mqtt_queue_depth_metric_counts_events_waiting_for_the_broker(trained_model_dir, video_path, tmp_path,
+                                                                     firing_threshold):
     """Broker unreachable: every event waits in the queue, and /metrics says how many."""
     from tests.edge.conftest import free_port
 
-    svc = Service(_mqtt_service_config(tmp_path, trained_model_dir, video_path, free_port()), None)
+    svc = Service(_mqtt_service_config(tmp_path, trained_model_dir, video_path, free_port(), firing_threshold), None)
     try:
         port = svc.wait_log("http listening")["port"]
         deadline = time.monotonic() + 60
@@ -428,10 +430,10 @@ def test_mqtt_queue_depth_metric_counts_events_waiting_for_the_broker(trained_mo
 
 
 def test_sigterm_with_a_hung_broker_stops_within_2s_and_keeps_unacknowledged_events(
-        trained_model_dir, video_path, tmp_path, mosquitto):
+        trained_model_dir, video_path, tmp_path, mosquitto, firing_threshold):
     """A SIGSTOPped broker keeps the TCP connection open but never acknowledges: the
     shutdown must not wait for it beyond its budget, and nothing unacknowledged is lost."""
-    svc = Service(_mqtt_service_config(tmp_path, trained_model_dir, video_path, mosquitto.port), None)
+    svc = Service(_mqtt_service_config(tmp_path, trained_model_dir, video_path, mosquitto.port, firing_threshold), None)
     try:
         svc.wait_log("ready")
         deadline = time.monotonic() + 60

@@ -30,9 +30,9 @@ def test_any_size_is_padded_bottom_right_by_edge_replication(model: ScoreMapMode
     assert raw.heat.shape == (oh, ow) and raw.box.shape == (oh, ow, 4)
     assert raw.heat.dtype == np.int8 and raw.box.dtype == np.int8
     padded = np.pad(img, ((0, ph - h), (0, pw - w)), mode="edge")
-    by_hand = model.invoke_raw(padded)
-    np.testing.assert_array_equal(raw.heat, by_hand.heat)
-    np.testing.assert_array_equal(raw.box, by_hand.box)
+    by_hand = model.invoke_raw(padded)  # all cells of the padded input
+    np.testing.assert_array_equal(raw.heat, by_hand.heat[:oh, :ow])
+    np.testing.assert_array_equal(raw.box, by_hand.box[:oh, :ow])
 
 
 def test_outputs_are_copies_not_views_of_the_interpreter(model: ScoreMapModel) -> None:

@@ -81,9 +81,9 @@ def test_report_figures_per_dataset(trained_run):
         assert (trained_run / ref).is_file(), ref
 
 
-def _metrics(ap50_f, ap50_i, acc_f=0.9, acc_i=0.9):
-    return {"float": {"a": {"ap50": ap50_f, "presence": {"accuracy": acc_f}}, "b": {"presence": {"accuracy": acc_f}}},
-            "int8": {"a": {"ap50": ap50_i, "presence": {"accuracy": acc_i}}, "b": {"presence": {"accuracy": acc_i}}}}
+def _metrics(ap50_f, ap50_i, auc_f=0.9, auc_i=0.9):
+    return {"float": {"a": {"ap50": ap50_f, "presence": {"auc": auc_f}}, "b": {"presence": {"auc": auc_f}}},
+            "int8": {"a": {"ap50": ap50_i, "presence": {"auc": auc_i}}, "b": {"presence": {"auc": auc_i}}}}
 
 
 def test_int8_gate_names_the_dataset_and_the_points():
