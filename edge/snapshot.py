@@ -31,16 +31,12 @@ def _to_rgb(image: np.ndarray) -> Image.Image:
 
 
 def annotate(image: np.ndarray, boxes: Sequence[Box], zones: Zones | None = None) -> Image.Image:
-    """RGB picture of `image` (uint8, HxW or HxWx3) with zones (named, blue) and each box with
-    its score (green/yellow) drawn on it. Coordinates are image pixels; parts outside are clipped."""
+    """RGB picture of `image` (uint8, HxW or HxWx3) with each box and its score (green/yellow)
+    and the zones (named, blue) drawn on it, zones last so their edges stay visible.
+    Coordinates are image pixels; parts outside are clipped."""
     pic = _to_rgb(image)
     draw = ImageDraw.Draw(pic)
     w, h = pic.size
-    for name, (zx, zy, zw, zh) in (zones or {}).items():
-        # max(): a zone scaled down onto a small picture can be under a pixel wide, and Pillow
-        # refuses a rectangle whose far corner lies before its near one.
-        draw.rectangle((zx, zy, max(zx, zx + zw - 1), max(zy, zy + zh - 1)), outline=ZONE_COLOUR, width=1)
-        draw.text((zx + 2, zy + 2), name, fill=ZONE_COLOUR)
     for box in boxes:
         x0 = max(0.0, box.x)
         y0 = max(0.0, box.y)
@@ -51,6 +47,11 @@ def annotate(image: np.ndarray, boxes: Sequence[Box], zones: Zones | None = None
         draw.rectangle((x0, y0, x1, y1), outline=BOX_COLOUR, width=2)
         ty = y0 - 11 if y0 >= 11 else y0 + 2
         draw.text((x0 + 2, ty), f"{box.score:.2f}", fill=TEXT_COLOUR)
+    for name, (zx, zy, zw, zh) in (zones or {}).items():
+        # max(): a zone scaled down onto a small picture can be under a pixel wide, and Pillow
+        # refuses a rectangle whose far corner lies before its near one.
+        draw.rectangle((zx, zy, max(zx, zx + zw - 1), max(zy, zy + zh - 1)), outline=ZONE_COLOUR, width=1)
+        draw.text((zx + 2, zy + 2), name, fill=ZONE_COLOUR)
     return pic
 
 

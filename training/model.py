@@ -6,10 +6,11 @@ small kernel across the picture, so the detector below has ~60 k weights in tota
 on a frame of any size (a multiple of 32, which the Pi pads to) with one invoke.
 
 The detector (CenterNet-style, one stride-8 output): a patchify stem, depthwise-separable
-stages down to stride 32, and a small top-down path (FPN) that brings the stride-32
-context back to stride 8. Cars from ~16 px to the whole frame share one head: a 16 px car
-needs the stride-8 grid, a car filling the frame needs the stride-32 receptive field
-(a probe with a single stride-8 trunk reached AP50 0.07 on Open Images' big cars).
+stages down to stride 64 (5x5 depthwise in the coarse ones) with a whole-picture context
+vector, and a small top-down path (FPN) that brings that context back to stride 8. Cars
+from ~16 px to the whole frame share one head: a 16 px car needs the stride-8 grid, a car
+filling the frame needs a receptive field wider than itself (a stride-32 version, 5 layers
+fewer, boxed Open Images' big cars at ~half their size and missed them).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from edge.head import BOX_CHANNELS, HEAT_CHANNELS
 
 UIUC_HEIGHT = 40
 UIUC_WIDTH = 100
-INPUT_MULTIPLE = 32  # the input must be a multiple of the coarsest stride (the Pi pads to it)
+INPUT_MULTIPLE = 64  # the input must be a multiple of the coarsest stride (the Pi pads to it)
 # An epoch is only a few dozen batches: Keras' default 0.99 lets the moving statistics
 # lag the weights for several epochs; 0.9 tracks them within one.
 BN_MOMENTUM = 0.9
@@ -34,6 +35,7 @@ class DetectorSpec:
     s8: int = 48
     s16: int = 64
     s32: int = 96
+    s64: int = 128
     fpn: int = 48
     head: int = 32
     top_down: bool = True  # False: heads on the stride-8 trunk alone (the alternative the report compares)
@@ -49,11 +51,12 @@ def _bn_relu(x, name: str):
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
-def _sep(x, filters: int, name: str, stride: int = 1):
-    """Depthwise 3x3 + pointwise 1x1: a ninth of the MACs of a full 3x3 convolution."""
+def _sep(x, filters: int, name: str, stride: int = 1, kernel: int = 3):
+    """Depthwise kxk + pointwise 1x1: a ninth (3x3) of the MACs of a full convolution. The coarse
+    stages use 5x5: at stride 32 each adds 128 px of receptive field for a few k MACs."""
     from keras import layers
 
-    x = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=f"{name}_dw")(x)
+    x = layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_dw")(x)
     x = _bn_relu(x, f"{name}_dw")
     x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_pw")(x)
     return _bn_relu(x, f"{name}_pw")
@@ -101,15 +104,19 @@ def build_detector(spec: DetectorSpec = DetectorSpec(), height: int | None = Non
     c3 = _sep(x, spec.s8, "s8b")
     if spec.top_down:
         x = _sep(c3, spec.s16, "s16a", stride=2)
-        c4 = _sep(x, spec.s16, "s16b")
-        x = _sep(c4, spec.s32, "s32a", stride=2)
-        x = _sep(x, spec.s32, "s32b")
-        c5 = _sep(x, spec.s32, "s32c")
-        p5 = _pw(c5, spec.fpn, "lat5")
-        p4 = layers.Add(name="td4")([_pw(c4, spec.fpn, "lat4"), _upsample(p5, "up5")])
-        p4 = _sep(p4, spec.fpn, "p4")
-        p3 = layers.Add(name="td3")([_pw(c3, spec.fpn, "lat3"), _upsample(p4, "up4")])
-        p3 = _sep(p3, spec.fpn, "p3")
+        c4 = _sep(x, spec.s16, "s16b", kernel=5)
+        x = _sep(c4, spec.s32, "s32a", stride=2, kernel=5)
+        c5 = _sep(x, spec.s32, "s32b", kernel=5)
+        x = _sep(c5, spec.s64, "s64a", stride=2, kernel=5)
+        c6 = _sep(x, spec.s64, "s64b", kernel=5)
+        # Whole-picture context (a car filling the frame is wider than any receptive field).
+        g = layers.GlobalAveragePooling2D(keepdims=True, name="context_pool")(c6)
+        c6 = layers.Add(name="context_add")([c6, _pw(g, spec.s64, "context")])
+        p = _pw(c6, spec.fpn, "lat6")
+        for c, name in ((c5, "5"), (c4, "4"), (c3, "3")):
+            p = layers.Add(name=f"td{name}")([_pw(c, spec.fpn, f"lat{name}"), _upsample(p, f"up{name}")])
+            p = _sep(p, spec.fpn, f"p{name}", kernel=5 if name != "3" else 3)
+        p3 = p
     else:
         p3 = _sep(c3, spec.fpn, "p3")
     h = _sep(p3, spec.head, "heat_head")

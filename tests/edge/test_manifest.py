@@ -122,7 +122,7 @@ def test_unknown_precision_names_the_models_field(tmp_path: Path) -> None:
 def test_padded_and_output_sizes(tmp_path: Path, h: int, w: int, padded: tuple[int, int]) -> None:
     m = manifest(tmp_path)
     assert m.padded_size(h, w) == padded
-    assert m.output_size(h, w) == (padded[0] // 8, padded[1] // 8)
+    assert m.output_size(h, w) == (-(-h // 8), -(-w // 8))  # the cells covering the picture
 
 
 def test_calibration_score_and_its_inverse() -> None:
