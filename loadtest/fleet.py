@@ -407,6 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if report is None:
         return rc
     report["left_behind"] = left
+    report["ok"] = report["ok"] and not left
     print(format_table(report["phases"]))
     for note in _explain(report):
         print(f"note: {note}")
