@@ -348,3 +348,15 @@ def test_in_chromium_draw_a_zone_label_a_frame_export(running: Running, browser:
     assert "2 frames" in browser.find_element(By.ID, "l-export-out").text
     assert sorted(p.name for p in Path(running.d.cfg.capture.dir + "-yolo", "labels").iterdir()) == [
         f"{ids[0]}.txt", f"{ids[1]}.txt"]
+
+
+def test_page_bench_runs_and_reports_the_figures(trained_model_dir: Path, tmp_path: Path) -> None:
+    """The measuring command itself (its figures are quoted in the README, not asserted here)."""
+    from edge.page_bench import main
+
+    out = tmp_path / "bench.json"
+    assert main(["--model", str(trained_model_dir), "--seconds", "1.5", "--json", str(out)]) == 0
+    got = json.loads(out.read_text())
+    assert set(got["windows"]) == {"no page (1)", "page open", "no page (2)"}
+    assert all(w["fps"] > 0 for w in got["windows"].values())
+    assert got["mjpeg_instead"]["encode_p50_ms"] > 0
