@@ -302,8 +302,7 @@ def test_in_chromium_draw_a_zone_label_a_frame_export(running: Running, browser:
     wait.until(lambda b: b.find_element(By.ID, "stages").find_elements(By.TAG_NAME, "td"))
     browser.find_element(By.ID, "token").send_keys(TOKEN)
     browser.find_element(By.CSS_SELECTOR, "#token-form button").click()
-    time.sleep(2.5)  # two status polls: fps and the chart have data
-    _shot(browser, "page-status.png")
+    wait.until(lambda b: b.find_element(By.ID, "model").text and "run" in b.find_element(By.ID, "model").text)
 
     # Live view + zone editor: draw a rectangle, rename it, save, see the daemon apply it.
     browser.find_element(By.CSS_SELECTOR, 'nav button[data-tab="zones"]').click()
@@ -348,6 +347,9 @@ def test_in_chromium_draw_a_zone_label_a_frame_export(running: Running, browser:
     assert "2 frames" in browser.find_element(By.ID, "l-export-out").text
     assert sorted(p.name for p in Path(running.d.cfg.capture.dir + "-yolo", "labels").iterdir()) == [
         f"{ids[0]}.txt", f"{ids[1]}.txt"]
+    browser.find_element(By.CSS_SELECTOR, 'nav button[data-tab="status"]').click()
+    wait.until(lambda b: b.find_element(By.ID, "chart").find_elements(By.TAG_NAME, "polyline"))
+    _shot(browser, "page-status.png")
 
 
 def test_page_bench_runs_and_reports_the_figures(trained_model_dir: Path, tmp_path: Path) -> None:
