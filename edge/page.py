@@ -278,9 +278,10 @@ class Page:
     def save_zones(self, body: bytes) -> Answer:
         path = self._zones_path()
         if path is None:
-            raise PageError(409, "the config has no zones_file: add the line  zones_file = \"zones.toml\"  at "
-                                 "the top of the config (before any [section]), move any [zones.*] tables "
-                                 "into that file, and restart")
+            raise PageError(409, "the config has no zones_file, so the page cannot save zones: add the line "
+                                 "zones_file = \"/var/lib/car-detector/zones.toml\" at the top of the config "
+                                 "(before any [section]; a place the service may write), move any [zones.*] "
+                                 "tables into that file, and reload")
         zones = zones_from_json(_body_json(body).get("zones"), self.daemon.cfg)
         write_zones_file(path, zones)
         self.daemon.reload_requested.set()  # the SIGHUP path: applied between two frames
