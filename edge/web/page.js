@@ -235,13 +235,16 @@ function shapeEditor(svg, opts) {
     svg.setAttribute("viewBox", `0 0 ${frameSize.width} ${frameSize.height}`);
     svg.setAttribute("preserveAspectRatio", "none");
     svg.textContent = "";
+    // While drawing, clicks go to the svg itself: zones under the pointer are re-created on every
+    // render, and a double-click whose two clicks hit two different elements would never fire.
+    svg.classList.toggle("drawing", !!opts.drawKind() || poly !== null);
     (opts.background || (() => {}))(svg);
     opts.shapes().forEach((s, i) => {
       const attrs = { class: opts.cls(i), "data-shape": i };
       if (s.kind === "rect") el("rect", Object.assign(attrs, { x: s.x, y: s.y, width: s.w, height: s.h }), svg);
       else el("polygon", Object.assign(attrs, { points: s.pts.map((p) => p.join(",")).join(" ") }), svg);
       const lbl = opts.label(i);
-      if (lbl) { const c = corners(s)[0]; el("text", { x: c[0] + 2, y: c[1] + 10, class: "zlabel" }, svg).textContent = lbl; }
+      if (lbl) { const c = corners(s).reduce((a, b) => (b[1] < a[1] ? b : a)); el("text", { x: c[0] + 2, y: c[1] + 10, class: "zlabel" }, svg).textContent = lbl; }
     });
     const sel = opts.selected();
     if (sel >= 0 && opts.shapes()[sel]) {
@@ -375,7 +378,11 @@ async function openCapture(i) {
 }
 function acceptProposals() {
   if (!cap) return;
-  for (const p of cap.proposals) boxes.push({ kind: "rect", x: Math.round(p.x), y: Math.round(p.y), w: Math.round(p.width), h: Math.round(p.height) });
+  for (const p of cap.proposals) {  // a car cut by the border has a box partly outside the picture
+    const x0 = Math.max(0, Math.round(p.x)), y0 = Math.max(0, Math.round(p.y));
+    const x1 = Math.min(cap.width, Math.round(p.x + p.width)), y1 = Math.min(cap.height, Math.round(p.y + p.height));
+    if (x1 - x0 >= 2 && y1 - y0 >= 2) boxes.push({ kind: "rect", x: x0, y: y0, w: x1 - x0, h: y1 - y0 });
+  }
   cap.no_car = false; labelEditor.render(); labelState("edited");
 }
 function toggleNoCar() { if (!cap) return; cap.no_car = !cap.no_car; if (cap.no_car) boxes = []; boxSel = -1; labelEditor.render(); labelState("edited"); }

@@ -94,8 +94,8 @@ def _fill_captures(run: Running, n: int = 3) -> list[str]:
     ids = []
     for i in range(n):
         image, boxes = run.d.pipeline.snapshot_frame()
-        proposals = [{**b.to_dict(), "source": "model"} for b in boxes] or [
-            {"x": 40.0, "y": 60.0, "width": 80.0, "height": 40.0, "score": 0.42, "source": "motion"}]
+        proposals = [{**b.to_dict(), "source": "model"} for b in boxes] + [
+            {"x": 250.0, "y": 210.0, "width": 100.0, "height": 40.0, "score": 0.42, "source": "motion"}]
         ids.append(store.add(image, 1_800_000_000.0 + i, i, "periodic", 0.5, proposals))
         time.sleep(0.15)
     return ids
@@ -294,6 +294,7 @@ def _shot(driver: Any, name: str) -> None:
 def test_in_chromium_draw_a_zone_label_a_frame_export(running: Running, browser: Any) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
     ids = _fill_captures(running, 3)
@@ -322,6 +323,38 @@ def test_in_chromium_draw_a_zone_label_a_frame_export(running: Running, browser:
     assert abs(gate.x - 20) <= 3 and abs(gate.y - 20) <= 3 and abs(gate.width - 120) <= 3, gate
     assert "gate" in running.d.pipeline.decider.zones and "kept" in running.d.cfg.zones
     assert "gate" in [z["name"] for z in running.request("GET", "/api/zones")[1]["zones"]]
+
+    def at(x: float, y: float) -> tuple[int, int]:  # processing pixels -> offset from the svg's centre
+        return int((x - 160) * scale), int((y - 120) * scale)
+
+    # A polygon (click the corners, double-click the last), then move and resize "gate", delete "kept".
+    browser.find_element(By.ID, "z-poly").click()
+    chain = ActionChains(browser)
+    for x, y in ((200, 230), (230, 150), (290, 150)):
+        chain.move_to_element_with_offset(svg, *at(x, y)).click()
+    chain.move_to_element_with_offset(svg, *at(300, 230)).double_click().perform()
+    name.clear()
+    name.send_keys("drive")
+    (ActionChains(browser).move_to_element_with_offset(svg, *at(gate.x + 30, gate.y + 30)).click_and_hold()
+     .move_by_offset(int(5 * scale), int(5 * scale)).move_by_offset(int(5 * scale), int(5 * scale)).release()
+     .perform())  # move by (10, 10)
+    corner = at(gate.x + 10 + gate.width, gate.y + 10 + gate.height)
+    (ActionChains(browser).move_to_element_with_offset(svg, *corner).click_and_hold()
+     .move_by_offset(int(10 * scale), 0).move_by_offset(int(10 * scale), 0).release().perform())  # 20 wider
+    ActionChains(browser).move_to_element_with_offset(svg, *at(150, 220)).click().perform()  # only "kept" there
+    assert name.get_attribute("value") == "kept"
+    ActionChains(browser).send_keys(Keys.DELETE).perform()
+    browser.find_element(By.ID, "z-save").click()
+    wait.until(lambda b: b.find_element(By.ID, "z-state").text == "applied")
+    zones = running.d.cfg.zones
+    assert sorted(zones) == ["drive", "gate"]
+    moved = zones["gate"]
+    assert (abs(moved.x - gate.x - 10), abs(moved.y - gate.y - 10), abs(moved.width - gate.width - 20)) <= (2, 2, 3)
+    assert moved.height == gate.height
+    assert len(zones["drive"].points) == 4
+    for (x, y), want in zip(zones["drive"].points, ((200, 230), (230, 150), (290, 150), (300, 230))):
+        assert abs(x - want[0]) <= 2 and abs(y - want[1]) <= 2
+    assert set(running.d.pipeline.decider.zones) == {"drive", "gate"}
     _shot(browser, "page-zones.png")
 
     # Labelling: accept the proposals (A), save (S), mark the next "no car" (N, S), export.
@@ -331,15 +364,17 @@ def test_in_chromium_draw_a_zone_label_a_frame_export(running: Running, browser:
     body = browser.find_element(By.TAG_NAME, "body")
     body.send_keys("a")
     body.send_keys("s")
-    wait.until(lambda b: "saved" in b.find_element(By.ID, "l-state").text)
+    wait.until(lambda b: ": saved" in b.find_element(By.ID, "l-state").text)
     first = CaptureStore(Path(running.d.cfg.capture.dir), 50_000_000).get(ids[0])
     assert first["labels"] and len(first["labels"]) == len(first["proposals"])
+    for box in first["labels"]:  # proposals cut by the border are clipped to the picture
+        assert box["x"] >= 0 and box["y"] >= 0 and box["x"] + box["width"] <= 320 and box["y"] + box["height"] <= 240
     _shot(browser, "page-labelling.png")
     body.send_keys("j")
     wait.until(lambda b: ids[1] in b.find_element(By.ID, "l-state").text)
     body.send_keys("n")
     body.send_keys("s")
-    wait.until(lambda b: "saved" in b.find_element(By.ID, "l-state").text)
+    wait.until(lambda b: ": saved" in b.find_element(By.ID, "l-state").text)
     second = CaptureStore(Path(running.d.cfg.capture.dir), 50_000_000).get(ids[1])
     assert second["no_car"] is True and second["labels"] == []
     browser.find_element(By.ID, "l-export").click()
