@@ -377,11 +377,28 @@ def test_in_chromium_draw_a_zone_label_a_frame_export(running: Running, browser:
     wait.until(lambda b: ": saved" in b.find_element(By.ID, "l-state").text)
     second = CaptureStore(Path(running.d.cfg.capture.dir), 50_000_000).get(ids[1])
     assert second["no_car"] is True and second["labels"] == []
+    body.send_keys("j")  # the third: draw a box by hand, then move it
+    wait.until(lambda b: ids[2] in b.find_element(By.ID, "l-state").text)
+    lsvg = browser.find_element(By.ID, "l-svg")
+    lscale = lsvg.size["width"] / 320.0
+
+    def lat(x: float, y: float) -> tuple[int, int]:
+        return int((x - 160) * lscale), int((y - 120) * lscale)
+
+    (ActionChains(browser).move_to_element_with_offset(lsvg, *lat(40, 40)).click_and_hold()
+     .move_by_offset(int(30 * lscale), int(25 * lscale)).move_by_offset(int(30 * lscale), int(25 * lscale))
+     .release().perform())
+    (ActionChains(browser).move_to_element_with_offset(lsvg, *lat(70, 65)).click_and_hold()
+     .move_by_offset(int(10 * lscale), 0).move_by_offset(int(10 * lscale), 0).release().perform())
+    body.send_keys("s")
+    wait.until(lambda b: ": saved" in b.find_element(By.ID, "l-state").text)
+    (box,) = CaptureStore(Path(running.d.cfg.capture.dir), 50_000_000).get(ids[2])["labels"]
+    assert [abs(box[k] - v) <= 2 for k, v in (("x", 60), ("y", 40), ("width", 60), ("height", 50))] == [True] * 4
     browser.find_element(By.ID, "l-export").click()
     wait.until(lambda b: "frames" in b.find_element(By.ID, "l-export-out").text)
-    assert "2 frames" in browser.find_element(By.ID, "l-export-out").text
+    assert "3 frames" in browser.find_element(By.ID, "l-export-out").text
     assert sorted(p.name for p in Path(running.d.cfg.capture.dir + "-yolo", "labels").iterdir()) == [
-        f"{ids[0]}.txt", f"{ids[1]}.txt"]
+        f"{i}.txt" for i in ids]
     browser.find_element(By.CSS_SELECTOR, 'nav button[data-tab="status"]').click()
     wait.until(lambda b: b.find_element(By.ID, "chart").find_elements(By.TAG_NAME, "polyline"))
     _shot(browser, "page-status.png")
