@@ -249,11 +249,11 @@ class Page:
     def events(self) -> dict[str, Any]:
         return {"events": [{**pe.event.to_dict(), "seq": pe.seq,
                             "thumb": f"/api/events/{pe.seq}.jpg" if pe.crop is not None else None}
-                           for pe in reversed(self._events)]}
+                           for pe in reversed(list(self._events))]}  # a copy: the loop appends
 
     def event_thumb(self, name: str) -> Answer:
         m = re.fullmatch(r"([0-9]{1,12})\.jpg", name)
-        pe = next((p for p in self._events if m and p.seq == int(m.group(1))), None)
+        pe = next((p for p in list(self._events) if m and p.seq == int(m.group(1))), None)
         if pe is None or pe.crop is None:
             raise PageError(404, f"no thumbnail {name} (only the last {MAX_EVENTS} events keep one)")
         if pe.jpeg is None:

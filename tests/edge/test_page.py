@@ -414,3 +414,31 @@ def test_page_bench_runs_and_reports_the_figures(trained_model_dir: Path, tmp_pa
     assert set(got["windows"]) == {"no page (1)", "page open", "no page (2)"}
     assert all(w["fps"] > 0 for w in got["windows"].values())
     assert got["mjpeg_instead"]["encode_p50_ms"] > 0
+
+
+def test_without_a_token_the_page_is_read_only_and_says_how_to_set_one(trained_model_dir: Path, video_path: Path,
+                                                                         tmp_path: Path) -> None:
+    """Loopback with no http.token: reads work, every write is refused naming http.token."""
+    from edge.daemon import Daemon
+    from edge.http_server import HttpServer
+    from edge.page import Page
+
+    cfg_path = _write_config(tmp_path, trained_model_dir, video_path)
+    cfg_path.write_text(cfg_path.read_text().replace(f'token = "{TOKEN}"\n', ""))
+    d = Daemon(load_config(cfg_path), cfg_path)
+    d.page = Page(d, loopback_only=True)
+    d.http = HttpServer(d.cfg.http, d.metrics, d.health, d.snapshot_jpeg, page=d.page)
+    d.http.start()
+    try:
+        run = Running(d, threading.Thread(), tmp_path)
+        code, status = run.request("GET", "/api/status", token=None)
+        assert code == 200 and "http.token" in status["writes"]
+        assert run.request("GET", "/api/live.jpg", token=None)[0] == 503  # no frame yet, said so
+        for method, path in (("PUT", "/api/zones"), ("POST", "/api/export"), ("PUT", "/api/captures/x")):
+            code, body = run.request(method, path, {"zones": []}, token=None)
+            assert code == 401 and "http.token" in body["error"], (method, path, body)
+        assert not (tmp_path / "capture-yolo").exists()
+        assert (tmp_path / "zones.toml").read_text().startswith("[zones.kept]")  # untouched
+    finally:
+        d.http.stop()
+        d.publisher.close()
