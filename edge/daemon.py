@@ -101,6 +101,9 @@ class Daemon:
         self._prev_ts: int | None = None
         self._errors_seen = 0
         self.http = None
+        self.page = None  # edge.page.Page while HTTP is on
+        self.started_monotonic = time.monotonic()
+        self.last_latency: dict[str, Any] = {}  # the page shows temperature/throttling from here
         detector = load_model_checked(cfg)
         log.info("model loaded", extra={"runtime": detector.runtime, "model": cfg.model.path,
                                         "threads": cfg.model.num_threads, "precision": cfg.model.precision,
@@ -213,6 +216,7 @@ class Daemon:
             "presence": self.pipeline.decider.presence(),
         }
         line.update(self.probe.readings())
+        self.last_latency = line
         self.metrics.set_fps(fps)
         if "soc_temp_c" in line:
             self.metrics.set_soc_temperature(line["soc_temp_c"])
@@ -230,7 +234,11 @@ class Daemon:
 
         try:
             if self.cfg.http.enabled:
-                self.http = HttpServer(self.cfg.http, self.metrics, self.health, self.snapshot_jpeg)
+                from edge.config import is_loopback
+                from edge.page import Page
+
+                self.page = Page(self, loopback_only=is_loopback(self.cfg.http.host))
+                self.http = HttpServer(self.cfg.http, self.metrics, self.health, self.snapshot_jpeg, page=self.page)
                 self.http.start()
                 log.info("http listening", extra={"host": self.cfg.http.host, "port": self.http.port})
             self.source = make_retrying_source(self.cfg.source, self.stop_event)
@@ -251,6 +259,8 @@ class Daemon:
                 self._count_dropped(frame.timestamp_ns)
                 self._count_camera_errors()
                 res = self.pipeline.process(frame)
+                if res.events and self.page is not None:
+                    self.page.note_events(res.events, self.pipeline.snapshot_frame())
                 self._publish_snapshot(bool(res.events))
                 self.frames += 1
                 self.last_frame_monotonic = time.monotonic()

@@ -15,7 +15,11 @@ Requests are parsed by the stdlib's BaseHTTPRequestHandler, fed from memory.
 Authentication: with a non-loopback `http.host`, every page except /healthz needs
 `Authorization: Bearer <http.token>` (config loading refuses such a host without a token);
 write requests (any method but GET/HEAD) need the token whatever the host, so a write
-endpoint added later is guarded from the start.
+endpoint added later is guarded from the start. Writes are rate-limited (a token bucket,
+429 past it), refused ones included: a token cannot be guessed at network speed.
+
+The page (edge/page.py) plugs in as `page`: whatever the fixed routes do not serve goes to
+its handle(), under the same token and rate rules.
 """
 
 from __future__ import annotations
@@ -53,6 +57,8 @@ SERVER_NAME = "car-detector"  # the Server header: no Python version to fingerpr
 READ_METHODS = ("GET", "HEAD")
 OPEN_PAGES = ("/healthz",)  # probes (load balancers, uptime checks) carry no token
 PAGES = ("/healthz", "/metrics", "/snapshot.jpg")
+WRITE_BURST = 20  # writes in a row (a labelling session saves one frame per key press)
+WRITE_RATE_PER_S = 2.0  # sustained writes per second, for everyone together
 
 
 class HttpServerError(RuntimeError):
@@ -97,13 +103,19 @@ class _Exchange(BaseHTTPRequestHandler):
         self._send(code, json.dumps(obj, default=str).encode(), "application/json", headers)
 
     def _dispatch(self) -> None:
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
+        if self.command not in READ_METHODS and not self.app.writes.take(time.monotonic()):
+            self._json(429, {"error": f"too many write requests (at most {WRITE_RATE_PER_S:g}/s); retry shortly"},
+                       {"Retry-After": "1"})
+            return
         refusal = self.app.refusal(self.command, path, self.headers.get("Authorization"))
         if refusal is not None:
             self._json(401, {"error": refusal}, {"WWW-Authenticate": 'Bearer realm="car-detector"'})
             return
         routes = self.app.routes if self.command in READ_METHODS else {}
         route = routes.get(path)
+        if route is None and self.app.page is not None:
+            route = self._page_route(path, query)
         if route is None:
             if self.command in READ_METHODS:
                 self._json(404, {"error": f"no such page {path}", "pages": list(PAGES)})
@@ -117,6 +129,22 @@ class _Exchange(BaseHTTPRequestHandler):
             log.exception("http %s failed", path)
             self._json(500, {"error": f"{type(exc).__name__}: {exc}"})
 
+    def _page_route(self, path: str, query: str) -> Callable[[_Exchange], None] | None:
+        """The page's answer to this request, as a route, or None when it has none."""
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length > 0 else b""
+        request = PageRequest(self.command, path, query, self.headers, body, str(self.client_address[0]))
+        try:
+            answer = self.app.page.handle(request)
+        except Exception as exc:  # noqa: BLE001 - as for a fixed route: 500, the server goes on
+            log.exception("http %s failed", path)
+            self._json(500, {"error": f"{type(exc).__name__}: {exc}"})
+            return lambda ex: None
+        if answer is None:
+            return None
+        code, payload, content_type, headers = answer
+        return lambda ex: ex._send(code, payload, content_type, headers)
+
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch  # noqa: N815 - stdlib names
 
 
@@ -129,7 +157,9 @@ class _App:
     snapshot: SnapshotFn
     token: str
     public: bool  # bound to a non-loopback address
+    page: Any = None  # edge.page.Page: everything the fixed routes do not serve
     routes: dict[str, Callable[[_Exchange], None]] = field(default_factory=dict)
+    writes: TokenBucket = field(default_factory=lambda: TokenBucket(WRITE_BURST, WRITE_RATE_PER_S))
 
     def __post_init__(self) -> None:
         self.routes = {"/healthz": self._healthz, "/metrics": self._metrics, "/snapshot.jpg": self._snapshot}
@@ -137,7 +167,8 @@ class _App:
     def refusal(self, method: str, path: str, authorization: str | None) -> str | None:
         """Why this request is refused (never echoing what was sent), or None to serve it."""
         write = method not in READ_METHODS
-        if not write and (not self.public or path in OPEN_PAGES):
+        open_pages = OPEN_PAGES + (self.page.OPEN_PATHS if self.page is not None else ())
+        if not write and (not self.public or path in open_pages):
             return None
         if not self.token:
             return "write requests need http.token set in the daemon's config"
@@ -160,6 +191,35 @@ class _App:
             ex._json(503, {"error": "no snapshot yet: no frame has been processed"})
         else:
             ex._send(200, jpeg, "image/jpeg")
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    """One request as the page sees it (already authorised and rate-checked)."""
+
+    method: str
+    path: str  # as sent, percent-encoding and all; the page decodes and checks it
+    query: str
+    headers: Any  # email.message.Message: case-insensitive .get()
+    body: bytes
+    client: str
+
+
+class TokenBucket:
+    """`burst` requests at once, refilled at `rate` per second; only the server thread uses it."""
+
+    def __init__(self, burst: int, rate: float) -> None:
+        self.burst, self.rate = float(burst), rate
+        self.tokens, self.stamp = float(burst), None
+
+    def take(self, now: float) -> bool:
+        if self.stamp is not None:
+            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
 
 
 def _request_size(buf: bytes | bytearray) -> int | None:
@@ -197,10 +257,11 @@ class _Conn:
 class HttpServer:
     """Serves in a background thread between start() and stop()."""
 
-    def __init__(self, cfg: HttpConfig, metrics: Metrics, health: HealthFn, snapshot: SnapshotFn) -> None:
+    def __init__(self, cfg: HttpConfig, metrics: Metrics, health: HealthFn, snapshot: SnapshotFn,
+                 page: Any = None) -> None:
         self.host = cfg.host
         self._requested_port = cfg.port
-        app = _App(metrics, health, snapshot, cfg.token, public=not is_loopback(cfg.host))
+        app = _App(metrics, health, snapshot, cfg.token, public=not is_loopback(cfg.host), page=page)
         self._exchange = type("Exchange", (_Exchange,), {"app": app})
         self._listener: socket.socket | None = None
         self._selector: selectors.BaseSelector | None = None

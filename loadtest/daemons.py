@@ -19,12 +19,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from loadtest.procs import ProcessRegistry, memory_kb
 
 # Log messages the harness reads (their one owner is the daemon: edge/daemon.py and
-# edge/publish/mqtt.py). Matched by prefix; the JSON "msg" field.
+# edge/publish/mqtt.py), in the JSON "msg" field: the first four by prefix.
 MSG_READY = "ready"
 MSG_HTTP = "http listening"
 MSG_LATENCY = "latency"
 MSG_MQTT_CONNECTED = "MQTT connected to"
-MSG_MQTT_LEFT_QUEUED = "MQTT: "  # "MQTT: N event(s) not acknowledged yet; kept in ..."
+MSG_MQTT_LEFT_QUEUED = "not acknowledged yet"  # "MQTT: N event(s) not acknowledged yet; kept in ..."
 QUEUE_DEPTH_SUFFIX = "mqtt_queue_depth"  # the /metrics gauge, whatever its namespace
 
 

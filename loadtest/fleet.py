@@ -23,7 +23,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from loadtest.daemons import MSG_LATENCY, MSG_MQTT_LEFT_QUEUED, DaemonSettings, 
 from loadtest.procs import Interrupted, ProcessRegistry, cpu_seconds, machine_cpu, processes_of_run
 from loadtest.recorder import Recorder
 from loadtest.report import compare_events, format_table, pct, reconnect_delays, spread
-from loadtest.scene import FRAME_ZONE, Probe, SceneError, derive_clip, probe_zones
+from loadtest.scene import FRAME_ZONE, SceneError, derive_clip, probe_zones
 
 log = logging.getLogger("loadtest.fleet")
 
@@ -62,7 +62,6 @@ class FleetOptions:
     workdir: Path | None = None
     python: str = sys.executable
     ready_timeout_s: float | None = None  # None: 60 s + 2 s per daemon
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def events_topic(config_path: Path) -> str:
@@ -163,7 +162,8 @@ class Phase:
         """The measured run: sample, and kill/restart the broker at evenly spaced moments."""
         t0 = time.monotonic()
         end = t0 + self.opts.duration_s
-        due = [t0 + self.opts.duration_s * (k + 1) / (self.opts.broker_kills + 1) for k in range(self.opts.broker_kills)]
+        kills = self.opts.broker_kills
+        due = [t0 + self.opts.duration_s * (k + 1) / (kills + 1) for k in range(kills)]
         while (now := time.monotonic()) < end:
             if due and now >= due[0]:
                 due.pop(0)
@@ -191,8 +191,8 @@ class Phase:
         assert self.recorder is not None
         deadline = time.monotonic() + DELIVERY_WAIT_S
         while time.monotonic() < deadline:
-            if all(compare_events(d.events(), (m.payload for m in self.recorder.events_on(topics[d.camera])))["lost"] == 0
-                   for d in self.daemons):
+            heard = {cam: [m.payload for m in self.recorder.events_on(topic)] for cam, topic in topics.items()}
+            if all(compare_events(d.events(), heard[d.camera])["lost"] == 0 for d in self.daemons):
                 return
             time.sleep(0.25)
 
@@ -202,7 +202,7 @@ class Phase:
         produced = d.events()
         cmp = compare_events(produced, (m.payload for m in self.recorder.events_on(topic)))
         lat = d.last_latency()
-        left = [r for r in d.messages(MSG_MQTT_LEFT_QUEUED) if "not acknowledged" in str(r.get("msg"))]
+        left = [r for r in d.lines() if MSG_MQTT_LEFT_QUEUED in str(r.get("msg", ""))]
         return {
             "camera": d.camera,
             "events_topic": topic,
@@ -229,7 +229,8 @@ class Phase:
             "target_fps": self.opts.fps,
             "startup_s": round(startup_s, 1),
             "window_s": round(window_s, 1),
-            "broker_kills": [{"killed_at": k, "listening_again_at": r} for k, r in zip(self.kills, self.restarts)],
+            "broker_kills": [{"killed_at": k, "listening_again_at": r}
+                             for k, r in zip(self.kills, self.restarts, strict=True)],
             "drained_before_stop": drained,
             "events": totals,
             "reconnect_s": {"p50": pct(reconnects, 50, 2), "p95": pct(reconnects, 95, 2),
@@ -258,7 +259,7 @@ def run_fleet(opts: FleetOptions, registry: ProcessRegistry, workdir: Path) -> d
                               latency_window=int(opts.duration_s * opts.fps),
                               latency_log_every_s=max(5.0, min(30.0, opts.duration_s / 3)))
     probe = probe_zones(registry, settings, workdir / "probe", opts.max_zones)
-    settings.zones = probe.chosen
+    settings = replace(settings, zones=probe.chosen)
     print(f"clip: {clip.frames} frames at {clip.fps:g} fps ({clip.frames / clip.fps:.0f} s a loop); "
           f"probe events per loop {probe.events_per_zone}; zones {probe.chosen or 'none (frame only)'}",
           flush=True)
@@ -407,6 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if report is None:
         return rc
     report["left_behind"] = left
+    report["ok"] = report["ok"] and not left
     print(format_table(report["phases"]))
     for note in _explain(report):
         print(f"note: {note}")

@@ -38,7 +38,6 @@ class Recorder:
         self.host, self.port = host, port
         self.out_path = out_path
         self.messages: list[Received] = []
-        self.connects: list[float] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self._out: IO[str] = open(out_path, "a", encoding="utf-8")  # noqa: SIM115 - closed in stop()
@@ -66,8 +65,6 @@ class Recorder:
         if reason_code.is_failure:
             log.error("recorder: broker refused the connection: %s", reason_code)
             return
-        with self._lock:
-            self.connects.append(time.time())
         client.subscribe("#", qos=1)  # again on every connect: cheap, and right even without a session
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:

@@ -54,7 +54,7 @@ def reconnect_delays(connects: Sequence[float], kills: Sequence[float], restarts
     """Per broker restart: seconds from the broker listening again to this daemon's first
     connection after the kill (none if it never came back before the next kill)."""
     out = []
-    for i, (killed, restarted) in enumerate(zip(kills, restarts)):
+    for i, (killed, restarted) in enumerate(zip(kills, restarts, strict=True)):
         until = kills[i + 1] if i + 1 < len(kills) else float("inf")
         after = [c for c in connects if killed < c < until]
         if after:

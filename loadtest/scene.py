@@ -13,7 +13,7 @@ from __future__ import annotations
 import subprocess
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -100,7 +100,7 @@ def probe_zones(registry: ProcessRegistry, settings: DaemonSettings, workdir: Pa
                 timeout_s: float = 120.0) -> Probe:
     """One unpaced pass of the clip through a real daemon with every candidate zone."""
     cands = candidate_zones(*settings.processing)
-    probe_settings = DaemonSettings(**{**settings.__dict__, "zones": cands})
+    probe_settings = replace(settings, zones=cands)
     d = FleetDaemon("probe", workdir)
     d.write_config(probe_settings, None, pace=False, loop=False, http=False)
     t0 = time.monotonic()
