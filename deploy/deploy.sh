@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Deploy car-detector to a Raspberry Pi over ssh. Runs on the workstation:
 #
-#   make deploy PI=user@host [DRY_RUN=1] [MODEL=artifacts/latest] [SSH_OPTS=...] [PI_ROOT=]
+#   make deploy PI=user@host [DRY_RUN=1] [FORCE=1] [MODEL=artifacts/latest] [SSH_OPTS=...] [PI_ROOT=]
 #
 # 1. checks here: the model directory (manifest.json and the files it names), the default
-#    config (parsed by edge.config), the unit file; then that the Pi answers over ssh;
+#    config (parsed by edge.config), the unit file; then that the Pi answers over ssh; then,
+#    for a site fine-tune (report.json with a `site` section), that it is not worse than the
+#    model the Pi runs (deploy/site_gate.py; FORCE=1 ships it anyway);
 # 2. builds the bundle in build/deploy: the project's wheel, the model, config, unit and
 #    the on-Pi scripts;
 # 3. sends it over ssh (a tar stream) into a temporary directory on the Pi and runs
@@ -13,7 +15,8 @@
 #    back. See install.sh for the steps and its exit codes, which this script passes on.
 #
 # DRY_RUN=1 builds and copies nothing and changes nothing on the Pi: it runs the same checks
-# and prints what a deploy would do (install.sh --plan, piped over ssh).
+# (the site comparison too, with the same answer) and prints what a deploy would do
+# (install.sh --plan, piped over ssh).
 #
 # Environment: PI (required), MODEL, SSH_OPTS (split on spaces), PI_ROOT (install under a
 # prefix on the target; for tests), PYTHON (workstation interpreter with the project's build
@@ -22,7 +25,8 @@
 # edited config on the Pi is still never overwritten), and any CAR_DETECTOR_* variable,
 # which is forwarded to install.sh on the Pi.
 #
-# Exit codes (besides install.sh's): 2 bad local input, 7 the Pi cannot be reached.
+# Exit codes (besides install.sh's): 2 bad local input, 7 the Pi cannot be reached, 8 refused:
+# a site fine-tune that is worse than the installed model, or whose report cannot say.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -136,6 +140,28 @@ stage_bundle() {
     cp "$HERE/install.sh" "$HERE/pi-lib.sh" "$STAGE/"
 }
 
+# A site fine-tune ships only over a model its report compared it with, and only when it is
+# not worse there; site_gate.py decides (its docstring has the rule), from the manifest the Pi
+# prints. A model without a `site` section costs no extra round trip.
+check_site() {
+    local kind installed rc=0 force=()
+    kind=$("$PYTHON" "$HERE/site_gate.py" "$MODEL" </dev/null) || exit 2
+    [[ $kind == site ]] || return 0
+    ws_step "Compare the site fine-tune with the model $PI runs"
+    installed=$({ cat "$HERE/pi-lib.sh"; printf '\nprint_installed_manifest\n'; } |
+        "${SSH[@]}" "$PI" "$(remote_root_cmd bash -s)") || rc=$?
+    case $rc in
+        0) ;;
+        3) exit 3 ;; # not root and no passwordless sudo: the Pi said so above
+        *) ws_die 1 "could not read the installed model's manifest.json on $PI (ssh exit $rc, see above)" \
+            "check that 'ssh $PI' works, then deploy again" ;;
+    esac
+    ws_is_true "${FORCE:-}" && force=(--force)
+    "$PYTHON" "$HERE/site_gate.py" "$MODEL" --installed - --pi "$PI" "${force[@]}" \
+        --command "make deploy PI=$PI MODEL=$MODEL" <<<"$installed" || rc=$?
+    ((rc == 0)) || exit "$rc"
+}
+
 # DRY_RUN: everything install.sh needs to plan, computed here without building anything.
 plan_ids() {
     ws_step "Build (dry run: nothing is built)"
@@ -234,6 +260,7 @@ main() {
     ws_step "Reach $PI"
     ws_probe_ssh
     ws_say "    ssh ok"
+    check_site
     if ws_is_true "${DRY_RUN:-}"; then
         dry_run
     fi

@@ -219,6 +219,7 @@ compute_ids() {
         NEW_UNIT_SHA=${CD_UNIT_SHA:?}
         NEW_SOURCE_KIND=${CD_SOURCE_KIND:-picamera2}
         WHEEL_NAME=${CD_WHEEL_NAME:-car_detector-*.whl}
+        WHEEL="<bundle>/$WHEEL_NAME"   # only printed: a plan has no bundle
         VENV_ID=""   # unknown unless deploy.sh was given a prebuilt wheel (WHEEL=)
         if [[ -n ${CD_WHEEL_DIGEST:-} ]]; then
             VENV_ID=$(venv_id "$CD_WHEEL_DIGEST")

@@ -91,6 +91,15 @@ own() {
 
 sha256_of() { sha256sum "$1" </dev/null | cut -d' ' -f1; }
 
+# The manifest.json of the model the service runs, on stdout; nothing when none is installed.
+# deploy.sh and the fleet playbook send pi-lib.sh plus a call to this through `bash -s`, to
+# compare a fine-tuned model with what the Pi runs before anything is built or copied.
+print_installed_manifest() {
+    cd_init_paths
+    local manifest=$CD_MODEL_LINK/manifest.json
+    if [[ -e $manifest ]]; then cat -- "$manifest" </dev/null; fi
+}
+
 # Content id of a directory: sha256 over the sorted relative paths and file hashes. The
 # workstation computes the same id (deploy.sh) so a dry run can say "already installed".
 tree_id() {
