@@ -15,14 +15,19 @@
 # 3. one line per host: ok / unchanged / planned / rolled back / failed, with the reason;
 #    the same in build/fleet/results.json, each host's install output in build/fleet/logs/.
 #
+# A site fine-tune (report.json with a `site` section) is compared with the model each host
+# runs, by the rule of `make deploy` (deploy/site_gate.py): a host where it is worse, or where
+# the report cannot say, is "refused" and left as it is; FORCE=1 deploys it anyway.
+#
 # Environment: INVENTORY (required: an Ansible inventory, see inventory.example.yml), DRY_RUN,
-# MODEL, WHEEL, CONFIG and PYTHON as for deploy.sh, LIMIT (ansible-playbook --limit), FORKS
+# FORCE, MODEL, WHEEL, CONFIG and PYTHON as for deploy.sh, LIMIT (ansible-playbook --limit), FORKS
 # (hosts deployed at the same time, default 20), ANSIBLE_PLAYBOOK (default: the one beside
 # PYTHON, else on PATH), and any CAR_DETECTOR_* variable, forwarded to install.sh on every host
 # (per host: car_detector_env in the inventory).
 #
 # Exit codes: 0 every host ok (or unchanged / planned); 4 some hosts rolled back, the rest ok;
-# 1 some host failed otherwise (unreachable, a check, the rollback itself); 2 bad local input.
+# 8 some hosts refused the site fine-tune (none failed); 1 some host failed otherwise
+# (unreachable, a check, the rollback itself); 2 bad local input.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -70,12 +75,16 @@ list_hosts() {
 
 # Extra variables for the playbook: paths, the forwarded environment, the dry-run plan ids.
 write_vars() {
-    "$PYTHON" - "$OUT" "$DEPLOY" "${DRY_RUN:-}" "${CONFIG:-firmware_config/config.toml}" <<'EOF'
+    "$PYTHON" - "$OUT" "$DEPLOY" "${DRY_RUN:-}" "${CONFIG:-firmware_config/config.toml}" "$MODEL" "$SITE_KIND" \
+        "${FORCE:-}" "${INVENTORY}" <<'EOF'
 import json, os, sys
 from pathlib import Path
 
-out, scripts, dry = Path(sys.argv[1]), sys.argv[2], sys.argv[3].lower() in {"1", "y", "yes", "true", "on"}
-base_config = os.path.abspath(sys.argv[4])
+def true(value: str) -> bool:
+    return value.lower() in {"1", "y", "yes", "true", "on"}
+
+out, scripts, dry = Path(sys.argv[1]), sys.argv[2], true(sys.argv[3])
+base_config, model = os.path.abspath(sys.argv[4]), os.path.abspath(sys.argv[5])
 plan = {}
 if dry:
     for line in (out / "plan.env").read_text().splitlines():
@@ -86,6 +95,8 @@ forward = {k: v for k, v in os.environ.items() if k.startswith("CAR_DETECTOR_")}
     "fleet_out": str(out), "fleet_scripts": scripts, "fleet_bundle": str(out / "bundle.tar.gz"),
     "fleet_dry_run": dry, "fleet_forward_env": forward, "fleet_plan_env": plan,
     "fleet_python": sys.executable, "fleet_base_config": base_config,
+    "fleet_site": sys.argv[6] == "site", "fleet_model": model, "fleet_force": true(sys.argv[7]),
+    "fleet_command": f"make deploy-fleet INVENTORY={sys.argv[8]} MODEL={sys.argv[5]}",
 }, indent=2))
 EOF
 }
@@ -112,9 +123,10 @@ for r in results:
     print(f"{r['host']:<{width}}  {r['status']:<11}  {r['reason']}")
 failed = sorted(r["host"] for r in results if r["status"] == "failed")
 rolled = sorted(r["host"] for r in results if r["status"] == "rolled back")
-if failed or rolled:
+refused = sorted(r["host"] for r in results if r["status"] == "refused")
+if failed or rolled or refused:
     print(f"install output per host: {out}/logs/HOST.log; summary: {out}/results.json", file=sys.stderr)
-sys.exit(1 if failed else 4 if rolled else 0)
+sys.exit(1 if failed else 8 if refused else 4 if rolled else 0)
 EOF
 }
 
@@ -133,6 +145,9 @@ main() {
     mkdir -p "$OUT/results" "$OUT/logs"
     # The local checks and the bundle, once for all hosts (exit 2 on bad local input).
     bash "$DEPLOY/deploy.sh" --stage-only "$OUT/plan.env"
+    MODEL=${MODEL:-artifacts/latest}
+    # A site fine-tune is compared with each host's model in the playbook (exit 2: bad report).
+    SITE_KIND=$("$PYTHON" "$DEPLOY/site_gate.py" "$MODEL" </dev/null) || exit 2
     if ! ws_is_true "${DRY_RUN:-}"; then
         tar -C build/deploy -czf "$OUT/bundle.tar.gz" .
     fi

@@ -32,6 +32,7 @@ import yaml
 from tests.deploy.conftest import (REPO, PiTarget, explain, free_port, running_sshd, snapshot,
                                    target_python)
 from tests.deploy.test_deploy import variant_model
+from tests.deploy.test_site_gate import finetune, int8_sha, site_section
 
 pytestmark = pytest.mark.ssh
 
@@ -287,3 +288,36 @@ def test_one_host_fails_its_preflight_and_is_rolled_back_while_the_others_go_on(
     for name, status in (("cam-a", "ok"), ("cam-b", "rolled back"), ("cam-c", "rolled back"),
                          ("cam-gone", "failed")):
         assert summary_line(result.stdout, name).split(None, 1)[1].startswith(status)
+
+
+# ---------------------------------------------------------------------------- site fine-tune
+
+def test_a_worse_site_finetune_is_refused_per_host_unless_forced(fleet: Fleet, tmp_path: Path) -> None:
+    """The rule of `make deploy` on every host (deploy/site_gate.py): cam-a and cam-b run the
+    fine-tune's base, where it is worse: refused, left as they are; cam-c (here a fresh root)
+    runs nothing yet, so there is nothing to compare and it is planned. FORCE=1 plans all."""
+    a, b, _ = fleet.hosts
+    assert int8_sha(a.current_model) == int8_sha(b.current_model) == int8_sha(fleet.model_dir)
+    model = finetune(fleet.model_dir, tmp_path / "ft", site_section(int8_sha(fleet.model_dir), 0.41, 0.38))
+    fresh = tmp_path / "cam-c-root"
+    fresh.mkdir()
+    inventory = fleet.inventory(tmp_path / "inventory.yml", extra={"cam-c": {"car_detector_pi_root": str(fresh)}})
+    before = [(snapshot(h.root), len(h.pi.systemctl_calls())) for h in (a, b)]
+
+    refused = fleet.deploy(inventory, DRY_RUN="1", MODEL=str(model))
+    assert refused.returncode == 8, explain(refused)
+    res = results()
+    assert {h: r["status"] for h, r in res.items()} == {"cam-a": "refused", "cam-b": "refused", "cam-c": "planned"}, res
+    for name in ("cam-a", "cam-b"):
+        reason = res[name]["reason"]
+        assert "worse" in reason and "AP50 0.410" in reason and "AP50 0.380" in reason, reason
+        assert "FORCE=1 make deploy-fleet" in reason, reason
+        assert summary_line(refused.stdout, name).split()[1] == "refused"
+    assert "nothing installed on cam-c" in Path(res["cam-c"]["log"]).read_text()
+    assert [(snapshot(h.root), len(h.pi.systemctl_calls())) for h in (a, b)] == before
+
+    forced = fleet.deploy(inventory, DRY_RUN="1", MODEL=str(model), FORCE="1")
+    assert forced.returncode == 0, explain(forced)
+    assert {h: r["status"] for h, r in results().items()} == dict.fromkeys(NAMES, "planned")
+    assert "FORCE=1: deploying it anyway" in Path(results()["cam-a"]["log"]).read_text()
+    assert [(snapshot(h.root), len(h.pi.systemctl_calls())) for h in (a, b)] == before
