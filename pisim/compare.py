@@ -651,9 +651,18 @@ def format_table(rep: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def manifest_lsb_bound(model_dir: str) -> int:
+    """The bound preflight applies to another runtime or CPU architecture (written by training):
+    pi-sim explains a difference within the same bound, so the two cannot disagree."""
+    from edge.manifest import load_manifest
+
+    return int(load_manifest(model_dir).extra["golden"]["tolerance"]["otherwise"]["int8_max_abs_lsb"])
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     work = Path(args.work)
-    rep = build_report(work, args.targets.split(","), args.max_lsb)
+    max_lsb = args.max_lsb if args.max_lsb is not None else manifest_lsb_bound(args.model)
+    rep = build_report(work, args.targets.split(","), max_lsb)
     Path(args.out).write_text(json.dumps(rep, indent=1))
     print(format_table(rep))
     print(f"report: {args.out}")
@@ -698,8 +707,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--work", required=True)
     r.add_argument("--targets", required=True, help="comma-separated label[:expected runtime], e.g. bookworm-pi4:tflite-runtime")
     r.add_argument("--out", required=True)
-    r.add_argument("--max-lsb", type=int, default=2,
-                   help="bound for an explained (reference kernels agree) int8 difference")
+    r.add_argument("--model", required=True, help="model directory (its manifest's golden tolerance is the bound)")
+    r.add_argument("--max-lsb", type=int, default=None,
+                   help="bound for an explained (reference kernels agree) int8 difference; default: the manifest's")
     return ap
 
 

@@ -346,7 +346,7 @@ main() {
     done
     local rc=0
     "$PYTHON" "$COMPARE" report --work "$WORK" --targets "$(IFS=,; echo "${targets[*]}")" --out "$REPORT" \
-        --max-lsb "${PISIM_MAX_LSB:-2}" || rc=$?
+        --model "$MODEL" ${PISIM_MAX_LSB:+--max-lsb "$PISIM_MAX_LSB"} || rc=$?
     say "finished in $((SECONDS - T0)) s (exit $rc)"
     return "$rc"
 }

@@ -85,12 +85,12 @@ def write_golden(work_dir: Path, frames: list[np.ndarray], precisions: list[str]
         "machine": platform.machine(),
         "tolerance": {
             "same_runtime_and_machine": "exact",
-            # Runtimes round int8 requantisation ties differently (tflite-runtime 2.14's arm64
-            # depthwise kernel; tflite-runtime vs ai-edge-litert on x86): 1 LSB at first, growing
-            # through the layers to 3 LSB in a third of the cells on this detector (measured by
-            # tests/edge/test_preflight.py on x86; `make pi-sim` prints the arm64 figure).
-            # Far beyond that is a broken install.
-            "otherwise": {"int8_max_abs_lsb": 4, "int8_max_fraction_differing": 0.5, "float_max_abs": 1e-3},
+            # Runtimes' optimized int8 kernels round requantisation differently per
+            # architecture, and the difference grows through the layers: `make pi-sim` measured
+            # tflite-runtime 2.14 arm64 vs x86 at <= 6 LSB (heat) / 9 LSB (box) in 55-62% of
+            # cells on this detector, with TFLite's reference kernels bit-identical across the
+            # two and the replayed events the same. A broken install or model is far beyond.
+            "otherwise": {"int8_max_abs_lsb": 10, "int8_max_fraction_differing": 0.75, "float_max_abs": 1e-3},
         },
     }
 

@@ -84,7 +84,8 @@ def scene_sample(pic: Picture, size: int, rng: np.random.Generator, top_down: bo
     x0 = int(rng.integers(min(0, sw - size), max(0, sw - size) + 1))
     canvas = np.pad(img, ((max(0, -y0), max(0, y0 + size - sh)), (max(0, -x0), max(0, x0 + size - sw))), mode="edge")
     canvas = canvas[max(0, y0):max(0, y0) + size, max(0, x0):max(0, x0) + size]
-    boxes, ign = _shift_clip(boxes, x0, y0, size), _shift_clip(ign, x0, y0, size)
+    boxes, cut = _shift_clip(boxes, x0, y0, size)
+    ign = np.concatenate([_shift_clip(ign, x0, y0, size, keep_all=True)[0], cut])
     if rng.random() < 0.5:
         canvas = _flip_h(canvas, boxes, ign)
     if top_down:
@@ -93,17 +94,20 @@ def scene_sample(pic: Picture, size: int, rng: np.random.Generator, top_down: bo
     return Sample(np.ascontiguousarray(canvas), boxes, ign)
 
 
-def _shift_clip(b: np.ndarray, x0: int, y0: int, size: int) -> np.ndarray:
-    """Boxes in crop coordinates, clipped; a car less than 40% inside the crop is dropped."""
+def _shift_clip(b: np.ndarray, x0: int, y0: int, size: int, keep_all: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, cut) boxes in crop coordinates, clipped. A car less than 40% inside the crop is
+    cut: its visible part becomes an ignore region (a car's half is not "no car")."""
     if not len(b):
-        return b.reshape(0, 4).astype(np.float32)
+        empty = np.zeros((0, 4), np.float32)
+        return empty, empty
     x1, y1 = b[:, 0] - x0, b[:, 1] - y0
     x2, y2 = x1 + b[:, 2], y1 + b[:, 3]
     cx1, cy1, cx2, cy2 = (np.clip(v, 0, size) for v in (x1, y1, x2, y2))
     area = b[:, 2] * b[:, 3]
-    keep = (cx2 - cx1) * (cy2 - cy1) >= 0.4 * np.maximum(area, 1e-6)
-    out = np.stack([cx1, cy1, cx2 - cx1, cy2 - cy1], axis=1)[keep]
-    return out.astype(np.float32)
+    out = np.stack([cx1, cy1, cx2 - cx1, cy2 - cy1], axis=1).astype(np.float32)
+    visible = (out[:, 2] > 0) & (out[:, 3] > 0)
+    keep = keep_all | ((cx2 - cx1) * (cy2 - cy1) >= 0.4 * np.maximum(area, 1e-6))
+    return out[keep & visible], out[~keep & visible]
 
 
 def mosaic_sample(pos: list[Picture], neg: list[Picture], size: int, rng: np.random.Generator) -> Sample:

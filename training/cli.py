@@ -258,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--only-user", action="store_true", help="train on --yolo/--folder alone, without the default mix")
     t.add_argument("--artifacts", default="artifacts", help="where runs and the latest link live")
     t.add_argument("--run-name", default="", help="run directory name (default run-YYYYMMDD-HHMMSS)")
-    t.add_argument("--epochs", type=positive_int, default=30, help="training epochs (early stopping may end sooner)")
+    t.add_argument("--epochs", type=positive_int, default=32, help="training epochs (early stopping may end sooner)")
     t.add_argument("--per-epoch", type=positive_int, default=1280, help="training pictures drawn per epoch")
     t.add_argument("--arch", choices=["fpn", "plain"], default="fpn",
                    help="fpn: stride-32 context brought back to the stride-8 heads; plain: the stride-8 trunk alone")

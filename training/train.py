@@ -42,7 +42,7 @@ class TrainConfig:
     cache: str = "data/cache"  # decoded greyscale pictures, by source and content
     artifacts: str = "artifacts"
     run_name: str = ""
-    epochs: int = 30
+    epochs: int = 32
     per_epoch: int = 1280  # training canvases drawn per epoch, across sources by weight
     size: int = 256  # training canvas side (a multiple of 32)
     batch_size: int = 32

@@ -23,6 +23,25 @@ FACTS = {"threshold": 0.5, "heat_raw_threshold": -20.0,
 FRAME = (240, 320)  # the highway clip's frames; the detector pads them to 256x320
 
 
+
+def full_int8(model, shape: tuple[int, ...], seed: int) -> bytes:
+    """A full-int8 TFLite flatbuffer of a small Keras model, calibrated on random inputs."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+
+    def rep():
+        for _ in range(8):
+            yield [rng.random(shape, dtype=np.float32)]
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = rep
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    return conv.convert()
+
 @pytest.fixture(scope="module")
 def small_tflite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """conv3x3(1->4) -> depthwise3x3(4) -> conv1x1(4->2) -> dense(2*4*8 -> 3), int8, 10x12 input."""
@@ -35,20 +54,8 @@ def small_tflite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     x = tf.keras.layers.Flatten()(x)
     out = tf.keras.layers.Dense(3)(x)
     model = tf.keras.Model(inp, out)
-    rng = np.random.default_rng(0)
-
-    def rep():
-        for _ in range(8):
-            yield [rng.random((1, 10, 12, 1), dtype=np.float32)]
-
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = rep
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
     path = tmp_path_factory.mktemp("tflite") / "small_int8.tflite"
-    path.write_bytes(conv.convert())
+    path.write_bytes(full_int8(model, (1, 10, 12, 1), seed=0))
     return path
 
 
@@ -84,21 +91,9 @@ def _detector_dir(folder: Path, keras_upsampling: bool = False) -> Path:
     c16 = layers.Conv2D(8, 1, activation="relu")(x)
     p = layers.Add()([c8, up(c16)])
     model = tf.keras.Model(inp, [layers.Conv2D(1, 1)(p), layers.Conv2D(4, 1)(p)])
-    rng = np.random.default_rng(1)
-
-    def rep():
-        for _ in range(8):
-            yield [rng.random((1, 64, 96, 1), dtype=np.float32)]
-
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = rep
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "model_int8.tflite"
-    path.write_bytes(conv.convert())
+    path.write_bytes(full_int8(model, (1, 64, 96, 1), seed=1))
 
     from ai_edge_litert.interpreter import Interpreter
 
