@@ -186,7 +186,8 @@ def test_video_kind_needs_a_path(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("text,key", [
     ("[motion]\nmax_skip_s = 0\n", "motion.max_skip_s"),
-    ("[capture]\nmax_files = 0\n", "capture.max_files"),
+    ("[capture]\nmax_bytes = 0\n", "capture.max_bytes"),
+    ("[capture]\nmax_files = 10\n", "capture.max_bytes"),
     ("[source]\ncapture_timeout_s = 0\n", "source.capture_timeout_s"),
     ("[mqtt]\nkeepalive_s = 0\n", "mqtt.keepalive_s"),
     ("[source]\nfps = 0\n", "source.fps"),
