@@ -3,7 +3,7 @@
 Three kinds of frame are kept (edge.capture_store writes them and keeps the folder under its
 size cap):
 
-- "uncertain": the top score sits in [uncertain_low, uncertain_high], near the threshold,
+- "uncertain": the top score lies within uncertain_margin of the detector's threshold,
   where the model is most often wrong and learns most from a label;
 - "disagreement": the model and motion (background subtraction against the daemon's own
   background of this camera) see different cars, and differently from the last check: a
@@ -98,8 +98,9 @@ class FrameCapture:
     close() (daemon shutdown, or a reload replacing this capture) writes what is pending.
     """
 
-    def __init__(self, cfg: CaptureConfig, rng: random.Random | None = None) -> None:
+    def __init__(self, cfg: CaptureConfig, threshold: float, rng: random.Random | None = None) -> None:
         self.cfg = cfg
+        self.threshold = threshold  # the detector's: a model with another threshold moves the band along
         self.store = CaptureStore(Path(cfg.dir), cfg.max_bytes)
         self.background = BackgroundModel(cfg.background_every, cfg.background_frames)
         self._rng = rng or random.Random()
@@ -176,7 +177,7 @@ class FrameCapture:
         cfg = self.cfg
         self._offers += 1
         due = self._last_save is None or now - self._last_save >= cfg.min_interval_s
-        if due and cfg.uncertain_low <= top <= cfg.uncertain_high:
+        if due and cfg.uncertain_margin > 0 and abs(top - self.threshold) <= cfg.uncertain_margin:
             return UNCERTAIN, None
         bg = self.background.bg
         # Background subtraction costs milliseconds: only when a save could follow, and only

@@ -271,9 +271,8 @@ class CaptureConfig:
     dir: str = "/var/lib/car-detector/capture"
     # size cap of the folder (pictures + sidecars); the oldest unlabelled frames make room
     max_bytes: int = setting(500_000_000, Range(ge=1_000_000, hint="use capture.enabled = false to turn it off"))
-    # "uncertain": the top score in [low, high]
-    uncertain_low: float = setting(0.3, Range(ge=0, le=1))
-    uncertain_high: float = setting(0.7, Range(ge=0, le=1))
+    # "uncertain": the top score within this much of the detector's threshold
+    uncertain_margin: float = setting(0.15, Range(ge=0, le=1, hint="0 = off"))
     # at most one uncertain or disagreement frame per this many seconds
     min_interval_s: float = setting(10.0, Range(ge=0))
     # "disagreement": model boxes and moving blobs (background subtraction) differ
@@ -285,10 +284,6 @@ class CaptureConfig:
     background_frames: int = setting(9, Range(ge=3, le=64))
     # "random": a trickle of ordinary frames, this many per hour on average
     random_per_hour: float = setting(6.0, Range(ge=0, hint="0 = off"))
-
-    def check(self) -> None:
-        _need(self.uncertain_low <= self.uncertain_high, "capture.uncertain_low/high",
-              "must satisfy 0 <= low <= high <= 1")
 
 
 @dataclass
@@ -532,6 +527,8 @@ REPLACED_KEYS = {
                          "frames make room)",
     "capture.every_s": "ordinary frames are sampled at random: capture.random_per_hour",
     "capture.uncertain_min_interval_s": "capture.min_interval_s limits uncertain and disagreement frames alike",
+    "capture.uncertain_low": "the band follows the model's threshold: capture.uncertain_margin",
+    "capture.uncertain_high": "the band follows the model's threshold: capture.uncertain_margin",
     "mqtt.client_id": "the MQTT client id is built from [camera] id (default: the host name); "
                       "remove the line and set camera.id if the host name does not suit",
 }

@@ -94,7 +94,7 @@ class Pipeline:
         self.metrics = metrics
         self.stats = stats or RollingStats(cfg.latency.window)
         self.motion = MotionGate(cfg.motion.threshold, cfg.motion.max_skip_s) if cfg.motion.enabled else None
-        self.capture = FrameCapture(cfg.capture)
+        self.capture = FrameCapture(cfg.capture, detector.threshold)
         self.zone_classifier = ZoneClassifier.from_config(cfg, detector) if any(
             z.classify for z in cfg.zones.values()) else None
         self._last_zone_hits: dict[str, Box | None] | None = None

@@ -24,12 +24,13 @@ H, W = 120, 160
 CAR = (60, 40, 50, 24)  # x, y, w, h of the bright "car" in frames made by scene()
 
 
-def make(tmp_path: Path, seed: int = 0, **over: object) -> FrameCapture:
-    base: dict[str, object] = dict(enabled=True, dir=str(tmp_path / "cap"), uncertain_low=0.3, uncertain_high=0.7,
+def make(tmp_path: Path, seed: int = 0, threshold: float = 0.5, **over: object) -> FrameCapture:
+    """Uncertain band [0.3, 0.7] around the threshold 0.5; disagreement and random off."""
+    base: dict[str, object] = dict(enabled=True, dir=str(tmp_path / "cap"), uncertain_margin=0.2,
                                    min_interval_s=0.0, disagreement=False, random_per_hour=0.0,
                                    background_every=1, background_frames=5, disagreement_every=1)
     base.update(over)
-    return FrameCapture(CaptureConfig(**base), rng=random.Random(seed))  # type: ignore[arg-type]
+    return FrameCapture(CaptureConfig(**base), threshold, rng=random.Random(seed))  # type: ignore[arg-type]
 
 
 def scene(seed: int, car: tuple[int, int, int, int] | None = None) -> np.ndarray:
@@ -73,6 +74,14 @@ def test_uncertain_band_is_inclusive_and_rate_limited(tmp_path: Path) -> None:
     assert got == [False, True, False, False, True, False, False]
     assert len(written(cap)) == 2
     assert cap.saved == {"uncertain": 2, "disagreement": 0, "random": 0}
+
+
+def test_the_uncertain_band_follows_the_detectors_threshold(tmp_path: Path) -> None:
+    cap = make(tmp_path, threshold=0.8, uncertain_margin=0.1)
+    assert [cap.offer(scene(i), i, WALL + i, s, [], now=float(i)) for i, s in enumerate([0.5, 0.69, 0.75, 0.9, 0.91])] \
+        == [None, None, "uncertain", "uncertain", None]
+    off = make(tmp_path / "off", uncertain_margin=0.0)
+    assert off.offer(scene(0), 0, WALL, 0.5, [], now=0.0) is None
 
 
 def test_saved_frame_carries_the_model_boxes_as_proposals(tmp_path: Path, umask_000: None) -> None:
@@ -146,14 +155,14 @@ def test_disagreement_checks_only_every_nth_frame_and_when_a_save_may_follow(tmp
 
 def test_random_trickle_follows_its_rate(tmp_path: Path) -> None:
     """1800 per hour with a frame a second: each frame has a 1 in 2 chance."""
-    cap = make(tmp_path, random_per_hour=1800.0, uncertain_low=1.0, uncertain_high=1.0)
+    cap = make(tmp_path, random_per_hour=1800.0, uncertain_margin=0.0)
     chosen = 0
     for i in range(200):
         chosen += cap.offer(scene(i % 5), i, WALL + i, 0.0, [], now=float(i)) == "random"
         cap.flush()  # one at a time: none dropped for a busy writer
     assert 70 <= chosen <= 130, chosen
     assert cap.saved["random"] == chosen == len(written(cap))
-    none = make(tmp_path / "off", random_per_hour=0.0, uncertain_low=1.0, uncertain_high=1.0)
+    none = make(tmp_path / "off", random_per_hour=0.0, uncertain_margin=0.0)
     assert all(none.offer(scene(0), i, WALL + i, 0.0, [], now=float(i)) is None for i in range(50))
 
 
