@@ -190,8 +190,8 @@ class FrameCapture:
             changed, self._disagreeing = n != self._disagreeing, n
             if n and changed:
                 return DISAGREEMENT, proposals
-        if cfg.random_per_hour > 0 and self._last_offer is not None:
-            # A Poisson trickle: the chance of this frame is the rate times the time it covers.
-            if self._rng.random() < cfg.random_per_hour * max(0.0, now - self._last_offer) / 3600.0:
-                return RANDOM, None
+        # A Poisson trickle: the chance of this frame is the rate times the time it covers.
+        if cfg.random_per_hour > 0 and self._last_offer is not None and \
+                self._rng.random() < cfg.random_per_hour * max(0.0, now - self._last_offer) / 3600.0:
+            return RANDOM, None
         return None, None

@@ -54,7 +54,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge.config import MqttConfig
 from edge.events import Event
 from edge.publish.base import CLOSE_TIMEOUT_S, Publisher
-from edge.publish.ha_discovery import OFF, OFFLINE, ON, ONLINE, Topics, discovery_messages, zone_discovery_topic
+from edge.publish.ha_discovery import (
+    OFF,
+    OFFLINE,
+    ON,
+    ONLINE,
+    Topics,
+    discovery_messages,
+    zone_discovery_topic,
+)
 from edge.publish.mqtt_queue import DiskQueue, QueuedEvent
 from edge.publish.mqtt_tls import explain_tls_error, tls_context
 
