@@ -101,7 +101,8 @@ class Items:
     def __call__(self, value: Any) -> str | None:
         bad = [v for v in value if self.each(v) is not None]
         if len(value) < self.min_len or bad:
-            return f"must be a list of at least {self.min_len} numbers, each {self.each.bounds()}, got {value!r}"
+            least = "one number" if self.min_len == 1 else f"{self.min_len} numbers"
+            return f"must list at least {least}, each {self.each.bounds()}, got {value!r}"
         return None
 
 
