@@ -55,7 +55,7 @@ class CaptureNotFound(CaptureStoreError, LookupError):
 
 
 def make_id(wall_time: float, frame_id: int) -> str:
-    ms = int(round(wall_time * 1000))
+    ms = round(wall_time * 1000)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(ms // 1000))
     return f"{stamp}-{ms % 1000:03d}-{int(frame_id):08d}"
 
@@ -187,7 +187,7 @@ class CaptureStore:
 
     def get(self, capture_id: str) -> dict[str, Any]:
         """{id, width, height, proposals, labels (None = not labelled yet), no_car}."""
-        png, side = self._paths(capture_id)
+        _, side = self._paths(capture_id)
         try:
             d = self._read_sidecar(side)
         except FileNotFoundError:
@@ -202,7 +202,7 @@ class CaptureStore:
 
     def set_labels(self, capture_id: str, labels: list[dict[str, Any]] | None, no_car: bool) -> None:
         """The user's boxes for one frame (labels=None: back to unlabelled); atomic."""
-        png, side = self._paths(capture_id)
+        _, side = self._paths(capture_id)
         if not isinstance(no_car, bool):
             raise CaptureStoreError(f"no_car must be true or false, got {no_car!r}")
         with self._lock:

@@ -101,7 +101,8 @@ class Items:
     def __call__(self, value: Any) -> str | None:
         bad = [v for v in value if self.each(v) is not None]
         if len(value) < self.min_len or bad:
-            return f"must be a list of at least {self.min_len} numbers, each {self.each.bounds()}, got {value!r}"
+            least = "one number" if self.min_len == 1 else f"{self.min_len} numbers"
+            return f"must list at least {least}, each {self.each.bounds()}, got {value!r}"
         return None
 
 
@@ -270,16 +271,21 @@ class MotionConfig:
 class CaptureConfig:
     enabled: bool = False
     dir: str = "/var/lib/car-detector/capture"
-    every_s: float = setting(0.0, Range(ge=0, hint="0 = off"))
-    uncertain_low: float = setting(0.3, Range(ge=0, le=1))
-    uncertain_high: float = setting(0.7, Range(ge=0, le=1))
-    # at most one "uncertain" frame per this many seconds
-    uncertain_min_interval_s: float = setting(10.0, Range(ge=0))
-    max_files: int = setting(10000, Range(ge=1, hint="use capture.enabled = false to turn it off"))
-
-    def check(self) -> None:
-        _need(self.uncertain_low <= self.uncertain_high, "capture.uncertain_low/high",
-              "must satisfy 0 <= low <= high <= 1")
+    # size cap of the folder (pictures + sidecars); the oldest unlabelled frames make room
+    max_bytes: int = setting(500_000_000, Range(ge=1_000_000, hint="use capture.enabled = false to turn it off"))
+    # "uncertain": the top score within this much of the detector's threshold
+    uncertain_margin: float = setting(0.15, Range(ge=0, le=1, hint="0 = off"))
+    # at most one uncertain or disagreement frame per this many seconds
+    min_interval_s: float = setting(10.0, Range(ge=0))
+    # "disagreement": model boxes and moving blobs (background subtraction) differ
+    disagreement: bool = True
+    # check for it on every N-th inferred frame (a check costs milliseconds)
+    disagreement_every: int = setting(5, Range(ge=1))
+    # background: median of background_frames samples, one every background_every inferred frames
+    background_every: int = setting(15, Range(ge=1))
+    background_frames: int = setting(9, Range(ge=3, le=64))
+    # "random": a trickle of ordinary frames, this many per hour on average
+    random_per_hour: float = setting(6.0, Range(ge=0, hint="0 = off"))
 
 
 @dataclass
@@ -519,6 +525,12 @@ def _convert_field(f: dataclasses.Field, tp: Any, value: Any, key: str) -> Any:
 
 # Keys an older config may still carry, and what to do instead.
 REPLACED_KEYS = {
+    "capture.max_files": "the capture folder is capped by size: capture.max_bytes (oldest unlabelled "
+                         "frames make room)",
+    "capture.every_s": "ordinary frames are sampled at random: capture.random_per_hour",
+    "capture.uncertain_min_interval_s": "capture.min_interval_s limits uncertain and disagreement frames alike",
+    "capture.uncertain_low": "the band follows the model's threshold: capture.uncertain_margin",
+    "capture.uncertain_high": "the band follows the model's threshold: capture.uncertain_margin",
     "mqtt.client_id": "the MQTT client id is built from [camera] id (default: the host name); "
                       "remove the line and set camera.id if the host name does not suit",
 }

@@ -180,6 +180,7 @@ class Daemon:
             publisher.start(drop_failed=True)
         # Presence survives the reload; zones it removed while occupied get their car_left.
         removed_left = decider.carry_over(self.pipeline.decider, time.time())
+        self.pipeline.capture.close()  # frames it chose are written; the new pipeline has its own
         self.pipeline = Pipeline(new_cfg, detector, decider, publisher, self.metrics, self.stats)
         self.pipeline.publish_events(removed_left)
         removed = [z for z in self.cfg.zones if z not in new_cfg.zones]
@@ -332,6 +333,7 @@ class Daemon:
             log.exception("final latency summary failed")
         if self.source is not None:
             self.source.close()
+        self.pipeline.capture.close()
         self.publisher.close()  # flushes within CLOSE_TIMEOUT_S: a hung broker cannot stall SIGTERM
         if self.http is not None:
             self.http.stop()

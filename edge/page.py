@@ -293,7 +293,7 @@ class Page:
 
     def _store(self) -> CaptureStore:
         cap = self.daemon.cfg.capture
-        return CaptureStore(Path(cap.dir), getattr(cap, "max_bytes", 0))
+        return CaptureStore(Path(cap.dir), cap.max_bytes)
 
     @staticmethod
     def _capture_id(raw: str) -> str:

@@ -98,7 +98,7 @@ class Pipeline:
         self.metrics = metrics
         self.stats = stats or RollingStats(cfg.latency.window)
         self.motion = MotionGate(cfg.motion.threshold, cfg.motion.max_skip_s) if cfg.motion.enabled else None
-        self.capture = FrameCapture(cfg.capture)
+        self.capture = FrameCapture(cfg.capture, detector.threshold)
         self.zone_classifier = ZoneClassifier.from_config(cfg, detector) if any(
             z.classify for z in cfg.zones.values()) else None
         self._last_zone_hits: dict[str, Box | None] | None = None
@@ -150,9 +150,8 @@ class Pipeline:
         self._stage("decode_decide", t3 - t2, res)
 
         self.publish_events(res.events)
-        if inputs is not None and self.capture.cfg.enabled:  # no per-frame presence dict otherwise
-            self.capture.maybe_save(image, frame.frame_id, frame.wall_time, res.top_score, boxes,
-                                    self.decider.presence())
+        if inputs is not None:  # boxes fresh from the model: what the proposals are made of
+            self.capture.offer(image, frame.frame_id, frame.wall_time, res.top_score, boxes)
         t4 = time.perf_counter()
         self._stage("publish", t4 - t3, res)
         self._stage("total", t4 - t_start, res)

@@ -54,7 +54,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge.config import MqttConfig
 from edge.events import Event
 from edge.publish.base import CLOSE_TIMEOUT_S, Publisher
-from edge.publish.ha_discovery import OFF, OFFLINE, ON, ONLINE, Topics, discovery_messages, zone_discovery_topic
+from edge.publish.ha_discovery import (
+    OFF,
+    OFFLINE,
+    ON,
+    ONLINE,
+    Topics,
+    discovery_messages,
+    zone_discovery_topic,
+)
 from edge.publish.mqtt_queue import DiskQueue, QueuedEvent
 from edge.publish.mqtt_tls import explain_tls_error, tls_context
 
@@ -121,6 +129,7 @@ class MqttPublisher(Publisher):
         self._snapshot: bytes | None = None
         self._snapshot_dirty = False
         self._forget: set[str] = set()  # zones whose retained state and HA entity are to be removed
+        self._unrecorded = 0  # messages of the current send pass not yet in _by_mid
         self._started = False
         self._closed = False
         self._stop = False
@@ -229,7 +238,8 @@ class MqttPublisher(Publisher):
 
     def _idle(self) -> bool:
         return (not self._queue.items and not self._dirty_states and not self._stats_dirty
-                and not self._snapshot_dirty and not self._forget and not any(v is _OTHER_MARK for v in self._by_mid.values()))
+                and not self._snapshot_dirty and not self._forget and not self._unrecorded
+                and not any(v is _OTHER_MARK for v in self._by_mid.values()))
 
     def flush(self, timeout_s: float = 1.0) -> None:
         """Wait until every queued event, state and stats message has its PUBACK, or
@@ -433,6 +443,9 @@ class MqttPublisher(Publisher):
             if acks:
                 self._report_depth()
             plan = self._plan() if self._ready and not self._stop else []
+            # Planned but not yet handed to paho: neither dirty nor in _by_mid any more, and
+            # flush() must not take that moment for "all acknowledged".
+            self._unrecorded = len(plan)
             self._cond.notify_all()
         for topic, payload, retain, tag in plan:
             # An ack that arrives before the mid is recorded waits in self._acks for the
@@ -440,9 +453,12 @@ class MqttPublisher(Publisher):
             info = self._client.publish(topic, payload, qos=1, retain=retain)
             if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:  # only on a mid collision; cannot recur soon
                 log.error("MQTT: paho refused a message for %s (mid %d in use)", topic, info.mid)
+                with self._cond:
+                    self._unrecorded -= 1
                 continue
             with self._cond:
                 self._by_mid[info.mid] = tag
+                self._unrecorded -= 1
 
     def _plan(self) -> list[tuple[str, bytes, bool, object]]:
         """What to publish now, in order; called with the lock held, only when ready."""

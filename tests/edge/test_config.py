@@ -186,12 +186,14 @@ def test_video_kind_needs_a_path(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("text,key", [
     ("[motion]\nmax_skip_s = 0\n", "motion.max_skip_s"),
-    ("[capture]\nmax_files = 0\n", "capture.max_files"),
+    ("[capture]\nmax_bytes = 0\n", "capture.max_bytes"),
+    ("[capture]\nmax_files = 10\n", "capture.max_bytes"),
     ("[source]\ncapture_timeout_s = 0\n", "source.capture_timeout_s"),
     ("[mqtt]\nkeepalive_s = 0\n", "mqtt.keepalive_s"),
     ("[source]\nfps = 0\n", "source.fps"),
     ("[processing]\nscales = []\n", "processing.scales"),
-    ("[capture]\nuncertain_low = 0.8\nuncertain_high = 0.2\n", "capture.uncertain_low/high"),
+    ("[capture]\nuncertain_margin = 1.5\n", "capture.uncertain_margin"),
+    ("[capture]\nuncertain_low = 0.3\n", "capture.uncertain_margin"),
     ("[decide]\nframes_in = 0\n", "decide.frames_in"),
 ])
 def test_out_of_range_values_are_named(tmp_path: Path, text: str, key: str) -> None:
