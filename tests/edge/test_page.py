@@ -4,6 +4,7 @@ a captured frame, export the YOLO folder."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -237,13 +238,23 @@ def test_labels_and_export_through_the_api(running: Running) -> None:
     assert (out / "labels" / f"{ids[0]}.txt").read_text().startswith("0 ")
 
 
-def test_events_keep_a_thumbnail(running: Running) -> None:
+def test_events_reach_the_page_from_the_frame_loop_with_a_thumbnail(running: Running) -> None:
+    """A car parked in "kept" that the (empty) frames no longer show leaves after frames_out
+    frames: the loop's car_left reaches the page with a crop around its last box."""
+    from PIL import Image
+
+    from edge.events import Box
+
+    st = running.d.pipeline.decider.states["kept"]
+    st.box, st.score, st.since = Box(40.0, 60.0, 80.0, 40.0, 0.7), 0.7, time.time()
+    st.present = True  # last: the loop thread reads the state between frames
     _wait(lambda: running.request("GET", "/api/events")[1]["events"], timeout=30, what="an event")
-    ev = running.request("GET", "/api/events")[1]["events"][0]
-    assert {"zone", "event", "time", "score"} <= set(ev)
-    if ev["thumb"]:
-        code, jpeg = running.request("GET", ev["thumb"])
-        assert code == 200 and jpeg[:2] == b"\xff\xd8"
+    ev = next(e for e in running.request("GET", "/api/events")[1]["events"] if e["zone"] == "kept")
+    assert (ev["event"], ev["score"]) == ("car_left", 0.7) and ev["box"]["x"] == 40.0
+    code, jpeg = running.request("GET", ev["thumb"])
+    assert code == 200 and jpeg[:2] == b"\xff\xd8"
+    assert Image.open(io.BytesIO(jpeg)).size == (120, 60)  # the box and a quarter of it on each side
+    assert running.request("GET", "/api/events/999999.jpg")[0] == 404
 
 
 # ------------------------------------------------------------------------------ real browser
