@@ -190,3 +190,25 @@ def test_export_captures_command(tmp_path: Path) -> None:
     assert [p.name for p in (tmp_path / "yolo" / "labels").iterdir()] == [f"{ids[1]}.txt"]
     r = run("--captures", str(tmp_path / "missing"), "--out", str(tmp_path / "y2"))
     assert r.returncode == 1 and "--captures" in r.stderr and "not a folder" in r.stderr
+
+
+def test_the_trainers_yolo_reader_reads_the_export_back(tmp_path: Path) -> None:
+    """The contract with `python -m training finetune --data`: the same boxes, in pixels,
+    in time order, "no car" as a picture without objects, no problems reported."""
+    from training.yolo import LabelProblems, boxes_by_role, class_names, resolve_classes, scan
+
+    store = CaptureStore(tmp_path / "cap", 10_000_000)
+    ids = [add(store, i) for i in range(3)]
+    store.set_labels(ids[0], [{"x": 0, "y": 0, "width": 80, "height": 60}], False)
+    store.set_labels(ids[1], [], True)
+    store.set_labels(ids[2], [{"x": 12.5, "y": 7, "width": 30, "height": 20},
+                              {"x": 50, "y": 30, "width": 25, "height": 25}], False)
+    out = tmp_path / "yolo"
+    store.export_yolo(out)
+    car, ignore, n = resolve_classes(class_names(out), ["car"], [], str(out))
+    problems = LabelProblems()
+    items = scan(out, n, problems)
+    assert problems.to_dict()["bad_lines"] == 0 and not problems.labels_without_picture
+    assert [it.picture.stem for it in items] == ids
+    got = [boxes_by_role(it.objects, 80, 60, car, ignore)[0].round(2).tolist() for it in items]
+    assert got == [[[0.0, 0.0, 80.0, 60.0]], [], [[12.5, 7.0, 30.0, 20.0], [50.0, 30.0, 25.0, 25.0]]]

@@ -24,9 +24,11 @@ def test_daemon_captures_the_clip_with_proposals_and_exports_labels(trained_mode
     cap_dir = tmp_path / "capture"
     cfg = write_config(tmp_path / "c.toml", trained_model_dir, tmp_path, video_path, http={"enabled": False},
                        source={"pace": False, "loop": False},
+                       # uncertain frames off: the quick CI model scores near its threshold on most
+                       # frames, which would leave no frame to the disagreement rule under test
                        capture={"enabled": True, "dir": str(cap_dir), "max_bytes": CAP_BYTES, "min_interval_s": 0.0,
-                                "disagreement_every": 1, "background_every": 5, "background_frames": 5,
-                                "random_per_hour": 0.0})
+                                "uncertain_margin": 0.0, "disagreement_every": 1, "background_every": 5,
+                                "background_frames": 5, "random_per_hour": 0.0})
     r = subprocess.run([sys.executable, "-m", "edge", "run", "--config", str(cfg), "--max-frames", "300"],
                        cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -35,8 +37,7 @@ def test_daemon_captures_the_clip_with_proposals_and_exports_labels(trained_mode
     assert len(frames) >= 5, f"only {len(frames)} frames captured from 300"
     assert sum(p.stat().st_size for p in cap_dir.iterdir()) <= CAP_BYTES
     sides = [json.loads((cap_dir / f"{f['id']}.json").read_text()) for f in frames]
-    assert {s["reason"] for s in sides} <= {"uncertain", "disagreement", "random"}
-    assert "disagreement" in {s["reason"] for s in sides}, "a highway has cars moving"
+    assert {s["reason"] for s in sides} == {"disagreement"}, "a highway has cars moving"
     sources = {p["source"] for s in sides for p in s["proposals"]}
     assert sources & {"motion", "both"}, "background subtraction proposes the moving cars"
     assert all((s["width"], s["height"]) == (320, 240) for s in sides), "processing-frame pixels"
