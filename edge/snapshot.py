@@ -56,9 +56,9 @@ def annotate(image: np.ndarray, boxes: Sequence[Box], zones: Zones | None = None
 
 
 def encode_snapshot_jpeg(
-    image: np.ndarray, boxes: Sequence[Box], quality: int = 85
+    image: np.ndarray, boxes: Sequence[Box], quality: int = 85, zones: Zones | None = None
 ) -> bytes:
-    """JPEG bytes of `image` with each box and its score drawn on it (see `annotate`)."""
+    """JPEG bytes of `image` with each box and its score (and the zones) drawn on it (see `annotate`)."""
     out = io.BytesIO()
-    annotate(image, boxes).save(out, format="JPEG", quality=quality)
+    annotate(image, boxes, zones).save(out, format="JPEG", quality=quality)
     return out.getvalue()

@@ -4,12 +4,15 @@ SIGHUP reloads (kept, added and removed zones), and the camera entity's snapshot
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from edge.config import load_config
 from edge.daemon import Daemon
@@ -117,5 +120,8 @@ def test_the_camera_entity_gets_the_annotated_snapshot(trained_model_dir: Path, 
         sub.close()
     assert conf["topic"] == f"{BASE}/snapshot"
     assert all(m.payload[:2] == b"\xff\xd8" and m.payload[-2:] == b"\xff\xd9" for m in pics), "JPEG bytes"
+    with Image.open(io.BytesIO(pics[-1].payload)) as im:  # the left_lane zone (top edge y = 60) drawn in blue
+        r, g, b = np.asarray(im.convert("RGB"))[60, 40:120].astype(int).mean(axis=0)
+    assert b > r + 80, (r, g, b)
     events = len((tmp_path / "events.jsonl").read_text().splitlines()) if (tmp_path / "events.jsonl").exists() else 0
     assert 1 <= len(pics) <= int(elapsed / 1.0) + 2 + events, f"{len(pics)} snapshots in {elapsed:.1f} s"
