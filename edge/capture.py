@@ -20,7 +20,8 @@ blobs no box explains), so the user corrects instead of drawing every box.
 The frame loop only decides; a writer thread makes the proposals and writes the PNG and its
 sidecar. A save costs 10-20 ms on the workstation and an fsync on an SD card can take far
 longer (p95 128 ms measured here with 1000 frames in the folder): in the loop that would be
-a dropped frame at every save.
+a dropped frame at every save. `python -m edge.capture_bench --video CLIP` measures what
+the loop pays.
 """
 
 from __future__ import annotations

@@ -233,3 +233,13 @@ def test_a_failing_disk_is_logged_and_capture_goes_on(tmp_path: Path, monkeypatc
     assert any("saving a frame" in r.getMessage() for r in caplog.records)
     cap.offer(scene(2), 2, WALL + 2, 0.5, [], now=2.0)
     assert len(written(cap)) == 1
+
+
+def test_capture_bench_prints_the_loops_costs(capsys: pytest.CaptureFixture[str]) -> None:
+    from edge.capture_bench import main
+
+    assert main(["--frames", "60"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["source"] == "synthetic" and rep["frames"] == 60
+    assert 0 < rep["background_ms_per_frame"] < rep["disagreement_check_ms"]["p50"]
+    assert rep["offer_ms_per_frame"] > 0 and rep["write_ms"]["runs"] == 50
