@@ -68,6 +68,7 @@ class DaemonSettings:
     zones: dict[str, tuple[int, int, int, int]]
     frames_in: int = 2
     frames_out: int = 2
+    threshold: float = -1.0  # detection threshold; negative = the model's own (manifest)
     motion: bool = False
     latency_window: int = 240
     latency_log_every_s: float = 30.0
@@ -83,7 +84,7 @@ class DaemonSettings:
             "model": {"path": str(self.model), "num_threads": 1},
             "source": {"kind": "video", "path": str(self.clip), "width": self.clip_size[0],
                        "height": self.clip_size[1], "loop": loop, "pace": pace},
-            "processing": {"width": self.processing[0], "height": self.processing[1]},
+            "processing": {"width": self.processing[0], "height": self.processing[1], "threshold": self.threshold},
             "zones": {name: {"x": x, "y": y, "width": w, "height": h} for name, (x, y, w, h) in self.zones.items()},
             "decide": {"frames_in": self.frames_in, "frames_out": self.frames_out},
             "motion": {"enabled": self.motion},

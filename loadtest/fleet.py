@@ -58,6 +58,7 @@ class FleetOptions:
     fps: float = 2.0
     processing: tuple[int, int] | None = None  # None: the clip's own size
     motion: bool = False
+    threshold: float = -1.0
     max_zones: int = 2
     workdir: Path | None = None
     python: str = sys.executable
@@ -255,7 +256,7 @@ def run_fleet(opts: FleetOptions, registry: ProcessRegistry, workdir: Path) -> d
     clip = derive_clip(opts.video, workdir / f"clip-{opts.fps:g}fps.avi", opts.fps)
     processing = opts.processing or clip.size
     settings = DaemonSettings(model=opts.model, clip=clip.path, clip_size=clip.size, processing=processing,
-                              zones={}, motion=opts.motion,
+                              zones={}, motion=opts.motion, threshold=opts.threshold,
                               latency_window=int(opts.duration_s * opts.fps),
                               latency_log_every_s=max(5.0, min(30.0, opts.duration_s / 3)))
     probe = probe_zones(registry, settings, workdir / "probe", opts.max_zones)
@@ -362,6 +363,8 @@ def build_parser() -> Parser:
     p.add_argument("--processing", type=size, default=None,
                    help="processing WIDTHxHEIGHT of every daemon; without it: the clip's size")
     p.add_argument("--motion", action="store_true", help="turn the daemons' motion gate on")
+    p.add_argument("--threshold", type=float, default=-1.0,
+                   help="the daemons' detection threshold; negative: the model's own (its manifest)")
     p.add_argument("--workdir", type=Path, default=None,
                    help="where configs, logs, events and recordings go; without it: a temporary "
                         "folder, removed after a successful run")
@@ -382,7 +385,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts = FleetOptions(model=args.model.resolve(), video=args.video.resolve(),
                         phases=args.phases or default_phases(args.daemons),
                         duration_s=args.duration, broker_kills=args.broker_kills, outage_s=args.outage,
-                        fps=args.fps, processing=args.processing, motion=args.motion)
+                        fps=args.fps, processing=args.processing, motion=args.motion,
+                        threshold=args.threshold)
     run_id = uuid.uuid4().hex[:12]
     workdir = args.workdir.resolve() if args.workdir else Path(tempfile.mkdtemp(prefix="fleet-test-"))
     workdir.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ def frame(h: int = 240, w: int = 320, seed: int = 0) -> np.ndarray:
 
 def test_detector_sizes_one_interpreter_per_scale(trained_model_dir) -> None:
     d = Detector(trained_model_dir, 240, 320, scales=[1.0, 0.5], runtime="litert")
-    assert [m.input_size for m in d.models] == [(256, 320), (128, 160)]
+    assert [m.input_size for m in d.models] == [d.manifest.padded_size(240, 320), d.manifest.padded_size(120, 160)]
     assert d.threshold == d.manifest.threshold and d.nms_iou == d.manifest.nms_iou
     assert Detector(trained_model_dir, 240, 320, runtime="litert", threshold=-1).threshold == d.manifest.threshold
     assert Detector(trained_model_dir, 240, 320, runtime="litert", threshold=0.3, nms_iou=0.2).nms_iou == 0.2

@@ -30,10 +30,11 @@ def fleet_cmd(model: Path, video: Path, workdir: Path, *args: str) -> list[str]:
 
 
 def test_three_daemons_lose_nothing_across_a_broker_kill(trained_model_dir: Path, video_path: Path,
-                                                         tmp_path: Path) -> None:
+                                                         tmp_path: Path, firing_threshold: float) -> None:
     report_path = tmp_path / "fleet.json"
     cmd = fleet_cmd(trained_model_dir, video_path, tmp_path / "run", "--phases", "3", "--duration", "34",
-                    "--broker-kills", "1", "--outage", "2", "--json", str(report_path))
+                    "--broker-kills", "1", "--outage", "2", "--json", str(report_path),
+                    "--threshold", str(firing_threshold))
     # 34 s: one loop of the 2 fps clip, so every zone the probe chose changes at least once
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=150)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -57,4 +57,4 @@ def test_one_missing_source_is_reported_and_the_others_go_on(tmp_path, data_root
     results = {r["name"]: r for r in fetch_all(tmp_path / "data", mirror)}
     bad = results["openimages-vehicles"]
     assert not bad["ok"] and "roboflow" in bad["detail"] and "DATA_MIRROR" in bad["detail"]
-    assert all(r["ok"] for n, r in results.items() if n != "openimages-vehicles")
+    assert all(r["ok"] for n, r in results.items() if n != "openimages-vehicles"), results

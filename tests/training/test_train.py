@@ -40,7 +40,7 @@ def test_manifest_contract(trained_run):
     assert i8.outputs["heat"].shape[-1] == 1 and i8.outputs["box"].shape[-1] == 4
     assert i8.input.scale == pytest.approx(1 / 255, rel=1e-3) and i8.input.zero_point == -128
     assert mf.models["float"].input.dtype == "float32"
-    assert (mf.stride, mf.input_multiple) == (8, 32) and mf.classes == ["car"]
+    assert (mf.stride, mf.input_multiple) == (8, 64) and mf.classes == ["car"]
     assert mf.calibration.a > 0 and 0 < mf.threshold < 1
     assert set(raw["training_data"]) == SOURCES
     assert 1_000_000 < raw["macs"]["macs"] <= 150_000_000 and raw["macs"]["padded_input"] == [256, 320]
