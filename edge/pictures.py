@@ -23,7 +23,9 @@ from PIL import Image, UnidentifiedImageError
 
 MAX_PIXELS = 120_000_000  # refused above this (before decoding)
 MAX_SIDE = 1920  # longer side after reading; boxes are reported in the original's pixels
-PICTURE_SUFFIXES = {".jpg", ".jpeg", ".png", ".pgm", ".pnm", ".bmp", ".webp", ".tif", ".tiff"}
+# Every picture format Pillow reads that cameras and exporters write: the one list the
+# detector, the trainer and the image-folder source use.
+PICTURE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".pgm", ".pnm", ".bmp", ".webp", ".tif", ".tiff"})
 VIDEO_SUFFIXES = {".avi", ".mp4", ".mkv", ".mov", ".h264", ".webm", ".m4v"}
 
 

@@ -15,6 +15,7 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
+from edge.pictures import PICTURE_SUFFIXES
 from training import yolo
 from training.datasets import DatasetError, parse_truth
 
@@ -118,7 +119,7 @@ def check_source(spec, root: Path) -> str:
     counts = {}
     for folder, cls in spec.classes:
         d = root / folder
-        n = sum(1 for p in d.rglob("*") if p.suffix.lower() in yolo.IMAGE_SUFFIXES) if d.is_dir() else 0
+        n = sum(1 for p in d.rglob("*") if p.suffix.lower() in PICTURE_SUFFIXES) if d.is_dir() else 0
         if n == 0:
             raise DatasetError(f"{d}: no pictures for class {cls}")
         counts[folder] = n

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from edge.pictures import PICTURE_SUFFIXES
+
 WINDOW_HEIGHT = 40
 WINDOW_WIDTH = 100
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".pgm", ".pnm", ".bmp"}
 
 
 class DatasetError(ValueError):
@@ -87,7 +88,7 @@ def load_scenes(scene_dir: str | Path, numbers: list[int] | None = None) -> dict
     scenes = {}
     for p in scene_dir.iterdir():
         m = re.match(r"^test-(\d+)\.[A-Za-z]+$", p.name)
-        if m and p.suffix.lower() in IMAGE_SUFFIXES and (numbers is None or int(m.group(1)) in numbers):
+        if m and p.suffix.lower() in PICTURE_SUFFIXES and (numbers is None or int(m.group(1)) in numbers):
             scenes[int(m.group(1))] = read_grey(p)
     if not scenes:
         raise DatasetError(f"{scene_dir} holds no test-N.pgm scenes")

@@ -22,13 +22,14 @@ import hashlib
 import logging
 import pickle
 import re
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import tomllib
 from PIL import Image, UnidentifiedImageError
 
+from edge.pictures import PICTURE_SUFFIXES
 from training import yolo
 from training.datasets import DatasetError, natural_key
 
@@ -235,7 +236,7 @@ def _folder_files(spec: SourceSpec, root: Path) -> list[tuple[Path, bool]]:
         if not d.is_dir():
             present = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
             raise DatasetError(f"{spec.name}: class folder {d} (for {cls}) is missing; found {present}")
-        pics = sorted((p for p in d.rglob("*") if p.suffix.lower() in yolo.IMAGE_SUFFIXES),
+        pics = sorted((p for p in d.rglob("*") if p.suffix.lower() in PICTURE_SUFFIXES),
                       key=lambda p: natural_key(str(p.relative_to(d))))
         if not pics:
             raise DatasetError(f"{spec.name}: class folder {d} holds no pictures")

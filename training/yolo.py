@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.pictures import PICTURE_SUFFIXES
+
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".webp")
 CLASS_FILES = ("classes.yaml", "data.yaml", "classes.txt")
 # Rounding in exporters puts edges a hair outside 0..1; beyond this a line is wrong.
 EDGE_SLACK = 0.01
@@ -173,7 +174,7 @@ def scan(root: Path, n_classes: int | None, problems: LabelProblems) -> list[Yol
     items = []
     for split in find_split_dirs(root):
         labels = split / "labels"
-        pics = {p.stem: p for p in (split / "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+        pics = {p.stem: p for p in (split / "images").iterdir() if p.suffix.lower() in PICTURE_SUFFIXES}
         if labels.is_dir():
             for lf in labels.glob("*.txt"):
                 if lf.stem not in pics:

@@ -19,12 +19,12 @@ from PIL import Image, UnidentifiedImageError
 
 from edge.config import ConfigError, SourceConfig
 from edge.frame import Frame
+from edge.pictures import PICTURE_SUFFIXES
 from edge.sources._util import Pacer, fit_grey
 from edge.sources.base import FrameSource, SourceError, SourceExhausted
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pgm", ".bmp")
 
 
 def natural_key(name: str) -> list[object]:
@@ -34,7 +34,7 @@ def natural_key(name: str) -> list[object]:
 
 def list_pictures(folder: Path) -> list[Path]:
     """Supported pictures directly in `folder`, in natural name order."""
-    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in PICTURE_SUFFIXES]
     return sorted(files, key=lambda p: natural_key(p.name))
 
 
@@ -62,7 +62,7 @@ class ImageFolderSource(FrameSource):
         if not files:
             raise ConfigError(
                 f"source.path = {str(self.folder)!r} contains no pictures "
-                f"(looked for {', '.join(IMAGE_SUFFIXES)})"
+                f"(looked for {', '.join(sorted(PICTURE_SUFFIXES))})"
             )
         self._files = files
         self._position = 0
