@@ -262,8 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--per-epoch", type=positive_int, default=1280, help="training pictures drawn per epoch")
     t.add_argument("--arch", choices=["fpn", "plain"], default="fpn",
                    help="fpn: stride-32 context brought back to the stride-8 heads; plain: the stride-8 trunk alone")
-    t.add_argument("--size", type=int, default=256, choices=[128, 160, 192, 224, 256, 288, 320],
-                   help="training canvas side (px)")
+    t.add_argument("--size", type=int, default=256, choices=[128, 192, 256, 320],
+                   help="training canvas side (px; a multiple of 64, the network's coarsest stride)")
     t.add_argument("--batch-size", type=positive_int, default=32, help="batch size")
     t.add_argument("--patience", type=positive_int, default=8, help="early stopping patience (epochs)")
     t.add_argument("--dense-epochs", type=positive_int, default=30, help="epochs of the dense baseline")

@@ -2,8 +2,8 @@
 
 Why a CNN: a dense layer on a 200x100 picture needs 200*100*100 + 100 = 2,000,100 weights
 in its first layer alone and must be retrained for every input size; convolution shares a
-small kernel across the picture, so the detector below has ~60 k weights in total and runs
-on a frame of any size (a multiple of 32, which the Pi pads to) with one invoke.
+small kernel across the picture, so the detector below has ~120 k weights in total and runs
+on a frame of any size (a multiple of 64, which the Pi pads to) with one invoke.
 
 The detector (CenterNet-style, one stride-8 output): a patchify stem, depthwise-separable
 stages down to stride 64 (5x5 depthwise in the coarse ones) with a whole-picture context

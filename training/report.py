@@ -242,7 +242,7 @@ def can_and_cannot(rep: dict[str, Any]) -> str:
     if crops:
         parts.append(f"On crop sets it tells car from no car: {', '.join(crops)}; their boxes are the crop "
                      "extents, so only presence is scored there.")
-    parts.append("It was trained on daytime pictures only: night, infrared, rain on the lens and cars under "
+    parts.append("It was trained on mostly daytime pictures: night, infrared, rain on the lens and cars under "
                  "about 12 px are outside what it has seen, and buses, trucks and ambulances were neither car "
                  "nor background in training, so it may or may not box them. Adapt it to your own camera with a "
                  "YOLO folder of your frames (`--yolo DIR`).")

@@ -44,7 +44,7 @@ class TrainConfig:
     run_name: str = ""
     epochs: int = 32
     per_epoch: int = 1280  # training canvases drawn per epoch, across sources by weight
-    size: int = 256  # training canvas side (a multiple of 32)
+    size: int = 256  # training canvas side (a multiple of training.model.INPUT_MULTIPLE)
     batch_size: int = 32
     learning_rate: float = 3e-3
     patience: int = 8
