@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("DATA_MIRROR", ROOT.parent / "shared" / "datasets"))
+SHARED = Path(os.environ.get("DATA_MIRROR", ROOT.parent / "shared" / "datasets")).resolve()  # make exports it relative
 VIDEO = SHARED / "video" / "highway-320x240.avi"
 
 
