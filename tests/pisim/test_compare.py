@@ -73,6 +73,8 @@ def _detector_dir(folder: Path, keras_upsampling: bool = False) -> Path:
     tf = pytest.importorskip("tensorflow")
     from edge.manifest import Calibration, Manifest, ModelFile, TensorSpec, sha256_file
 
+    tf.keras.utils.set_random_seed(3)  # the same untrained weights every run
+
     class UpNearest(tf.keras.layers.Layer):
         def call(self, x):
             s = tf.shape(x)
@@ -169,7 +171,9 @@ def test_reference_kernels_get_the_model_s_own_padded_input(tiny_detector: Path,
 
     monkeypatch.setattr(compare, "padded_input", zero_padded)
     wrong = compare.reference_kernel_outputs(model, list(frames), cells)
-    assert compare._diff(wrong["heat"], got["heat"])["max_abs_lsb"] > 20  # the check can tell
+    # The check can tell: zero padding lands well beyond the rounding bound above (the tiny
+    # model is untrained, so how far varies with its initial weights: 14 to 30+ LSB seen).
+    assert compare._diff(wrong["heat"], got["heat"])["max_abs_lsb"] > 8
 
 
 def test_infer_and_report_judge_both_outputs(tiny_detector: Path, tmp_path: Path) -> None:
