@@ -14,7 +14,7 @@ from PIL import Image
 
 from edge.pictures import PICTURE_SUFFIXES
 
-WINDOW_HEIGHT = 40
+WINDOW_HEIGHT = 40  # UIUC CarData windows (the training crops and the test rule): one owner
 WINDOW_WIDTH = 100
 
 

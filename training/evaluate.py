@@ -24,10 +24,10 @@ from edge.detector import detect_picture
 from edge.events import Box
 from edge.model import ScoreMapModel
 from edge.preprocess import resize
+from training.datasets import WINDOW_WIDTH
 
 # Detections are collected once at this low threshold; curves sweep above it.
 SWEEP_FLOOR = 0.01
-UIUC_WINDOW = (40, 100)
 UIUC_RESCALES = (0.5, 0.7, 0.9, 1.1, 1.3)
 # The UIUC windows frame the car with a small margin; the trainer's box for a window is
 # its inner 96% (mix.toml car_box), so a box maps back to a window 1/0.96 as wide.
@@ -193,7 +193,7 @@ class Truth:
 
 def uiuc_window(b: Box, multiscale: bool) -> Box:
     """The UIUC window a detection stands for: centred on the box."""
-    w = b.width * UIUC_BOX_TO_WINDOW if multiscale else UIUC_WINDOW[1]
+    w = b.width * UIUC_BOX_TO_WINDOW if multiscale else WINDOW_WIDTH
     h = 0.4 * w
     return Box(b.x + b.width / 2 - w / 2, b.y + b.height / 2 - h / 2, w, h, b.score)
 

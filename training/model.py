@@ -19,8 +19,6 @@ from dataclasses import dataclass
 
 from edge.head import BOX_CHANNELS, HEAT_CHANNELS
 
-UIUC_HEIGHT = 40
-UIUC_WIDTH = 100
 INPUT_MULTIPLE = 64  # the input must be a multiple of the coarsest stride (the Pi pads to it)
 # An epoch is only a few dozen batches: Keras' default 0.99 lets the moving statistics
 # lag the weights for several epochs; 0.9 tracks them within one.
@@ -132,7 +130,9 @@ def build_dense(hidden: int = 100):
     import keras
     from keras import layers
 
-    inp = keras.Input(shape=(UIUC_HEIGHT, UIUC_WIDTH, 1), name="image")
+    from training.datasets import WINDOW_HEIGHT, WINDOW_WIDTH
+
+    inp = keras.Input(shape=(WINDOW_HEIGHT, WINDOW_WIDTH, 1), name="image")
     x = layers.Flatten()(inp)
     x = layers.Dense(hidden, activation="relu", name="hidden")(x)
     x = layers.Dense(1, name="logit")(x)
