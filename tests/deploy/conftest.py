@@ -69,6 +69,16 @@ def ensure_binary(path: str, package: str) -> str:
     return path
 
 
+def with_overrides(env: dict[str, str], overrides: dict[str, str | None]) -> dict[str, str]:
+    """`env` with each override set, or removed where its value is None."""
+    for key, value in overrides.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return env
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -335,12 +345,7 @@ class Deployment:
             CAR_DETECTOR_PIP_ARGS=f"--no-index --find-links {self.wheelhouse} --no-compile",
             CAR_DETECTOR_SETTLE_S="0",
         )
-        for key, value in overrides.items():
-            if value is None:
-                env.pop(key, None)
-            else:
-                env[key] = value
-        return env
+        return with_overrides(env, overrides)
 
     def deploy(self, **overrides: str | None) -> subprocess.CompletedProcess[str]:
         return run_script(DEPLOY, self.env(**overrides))

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.deploy.conftest import (REPO, PiTarget, explain, free_port, running_sshd, snapshot,
+from tests.deploy.conftest import (REPO, PiTarget, explain, free_port, running_sshd, snapshot, with_overrides,
                                    target_python)
 from tests.deploy.test_deploy import variant_model
 from tests.deploy.test_site_gate import finetune, int8_sha, site_section
@@ -102,12 +102,7 @@ class Fleet:
             env["INVENTORY"] = str(inventory)
         if self.wheel != Path():
             env["WHEEL"] = str(self.wheel)
-        for key, value in overrides.items():
-            if value is None:
-                env.pop(key, None)
-            else:
-                env[key] = value
-        return env
+        return with_overrides(env, overrides)
 
     def deploy(self, inventory: Path | None, **overrides: str | None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["bash", str(FLEET)], cwd=REPO, env=self.env(inventory, **overrides),
