@@ -7,7 +7,9 @@ Two ways to make a square training canvas:
 - a mosaic (crop sources: UIUC windows, GTI rear views, CNRPark spaces): the canvas is
   tiled with no-car crops of the same source and car crops are pasted at random sizes.
   Crops alone would teach "a car fills the picture"; the mosaic puts them in context
-  and gives the size head a range.
+  and gives the size head a range. A share of crop draws (CROP_ALONE) is still one crop,
+  car or not, at about its own size with the border replicated: what `detect` and the
+  presence scores see when a user hands in a crop (the Pi pads a small picture the same way).
 
 Targets follow CenterNet/TTFNet: an elliptical Gaussian per car on the stride-8 heat map
 (sigma from the box's width and height, so long cars get long blobs), and at the centre
@@ -30,6 +32,7 @@ GAUSS_ALPHA = 0.54  # TTFNet: sigma = alpha * side / 6
 MIN_CAR_SIDE = 8.0  # px on the canvas: smaller cars are ignored, not negatives
 SCENE_SCALE = (0.55, 1.6)  # relative to the stored size (which is the evaluation size)
 MOSAIC_CAR_SIDE = (14, 220)  # longer side of a pasted car crop, px
+CROP_ALONE = 0.3  # share of crop-source draws that are one crop alone (half cars, half not)
 
 
 @dataclass
@@ -209,6 +212,9 @@ class EpochSampler:
             kind, pool, top_down = self.pools[self.names[k]]
             if kind == "scene":
                 s = scene_sample(pool[int(self.rng.integers(len(pool)))], self.size, self.rng, top_down)
+            elif self.rng.random() < CROP_ALONE:
+                crops = pool[0] if self.rng.random() < 0.5 else pool[1]
+                s = scene_sample(crops[int(self.rng.integers(len(crops)))], self.size, self.rng, False)
             else:
                 s = mosaic_sample(pool[0], pool[1], self.size, self.rng)
             x[i, ..., 0] = lighting(s.image, self.rng) * (1 / 255.0)

@@ -247,9 +247,19 @@ def equal_error_rate(recall: np.ndarray, precision: np.ndarray, thresholds: np.n
     """The value where recall = precision along the curve (linear interpolation at the crossing).
 
     Recall rises and precision tends to fall as the threshold drops; the EER is where the
-    two meet. If they never cross, the closest point's mean is reported.
+    two meet. If they never cross, the closest point's mean is reported. The search starts
+    at the first true detection: while only false ones have been seen, recall and precision
+    are both 0, a "crossing" that says nothing (it made one model's rescaled UIUC EER read
+    0.0 when its best-scoring boxes were false and 40% of the later ones true).
     """
+    seen = np.nonzero(recall > 0)[0]
+    if not len(seen):
+        return 0.0, None
+    first = int(seen[0])
+    recall, precision, thresholds = recall[first:], precision[first:], thresholds[first:]
     diff = recall - precision
+    if diff[0] >= 0:  # already past the crossing at the first true detection
+        return round(float((recall[0] + precision[0]) / 2), 6), round(float(thresholds[0]), 6)
     for i in range(1, len(diff)):
         if diff[i - 1] <= 0 <= diff[i] or diff[i - 1] >= 0 >= diff[i]:
             denom = diff[i - 1] - diff[i]

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -118,10 +119,16 @@ def epoch_data(cfg: TrainConfig, sources: dict[str, LoadedSource], weights: dict
     from training.canvas import EpochSampler
 
     class Canvases(keras.utils.PyDataset):
+        """The next epoch's canvases are drawn on a thread while this one trains: drawing is
+        about a quarter of an epoch's time (374 vs 138 canvases/s here) and mostly NumPy and
+        PIL, which release the GIL. Draws stay in order, so a seed still gives one run."""
+
         def __init__(self) -> None:
             super().__init__(workers=1, use_multiprocessing=False)
             self.sampler = EpochSampler(sources, weights, cfg.size, cfg.per_epoch, cfg.seed)
             self.x, self.yh, self.yb = self.sampler.draw()
+            self.pool = ThreadPoolExecutor(max_workers=1)
+            self.next = self.pool.submit(self.sampler.draw)
 
         def __len__(self) -> int:
             return int(np.ceil(cfg.per_epoch / cfg.batch_size))
@@ -131,7 +138,8 @@ def epoch_data(cfg: TrainConfig, sources: dict[str, LoadedSource], weights: dict
             return self.x[s], {"heat": self.yh[s], "box": self.yb[s]}
 
         def on_epoch_end(self) -> None:
-            self.x, self.yh, self.yb = self.sampler.draw()
+            self.x, self.yh, self.yb = self.next.result()
+            self.next = self.pool.submit(self.sampler.draw)
 
     return Canvases()
 
@@ -170,9 +178,12 @@ def fit_detector(cfg: TrainConfig, sources: dict[str, LoadedSource], weights: di
             progress(f"train: epoch {epoch + 1}/{cfg.epochs} loss {logs.get('loss', float('nan')):.3f} "
                      f"val_loss {logs.get('val_loss', float('nan')):.3f} ({time.time() - t0:.0f} s)")
 
-    h = model.fit(epoch_data(cfg, sources, weights), epochs=cfg.epochs,
-                  validation_data=validation_canvases(cfg, sources, weights),
-                  callbacks=[stop, Progress()], verbose=0)
+    data = epoch_data(cfg, sources, weights)
+    try:
+        h = model.fit(data, epochs=cfg.epochs, validation_data=validation_canvases(cfg, sources, weights),
+                      callbacks=[stop, Progress()], verbose=0)
+    finally:
+        data.pool.shutdown(wait=False, cancel_futures=True)
     history = {k: [float(v) for v in vals] for k, vals in h.history.items()}
     best = int(np.argmin(history["val_loss"])) + 1 if history.get("val_loss") else len(history.get("loss", []))
     return model, history, best

@@ -75,6 +75,18 @@ def test_eer_interpolates_between_points():
     assert 0.5 < thr < 0.9
 
 
+def test_eer_is_not_the_empty_start_when_the_best_scores_are_false():
+    # the two best-scoring detections are false: recall = precision = 0 there, which is no
+    # crossing; the real one comes later (recall 0.5 = precision 0.5 at 0.6)
+    c = pr_curve([(0.9, False), (0.8, False), (0.7, True), (0.6, True), (0.5, False)], 4)
+    assert c["eer"] == pytest.approx(0.5)
+    assert c["eer_threshold"] == pytest.approx(0.6)
+
+
+def test_eer_without_a_true_detection_is_zero():
+    assert pr_curve([(0.9, False), (0.8, False)], 3)["eer"] == 0.0
+
+
 def test_perfect_detector_has_eer_one():
     c = pr_curve([(0.9, True), (0.8, True)], 2)
     assert c["eer"] == 1.0
