@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from edge.argparsing import RUNTIME_CHOICES, Parser, add_version, positive_int, probability
+from edge.argparsing import RUNTIME_CHOICES, Parser, add_version, non_negative_int, positive_int, probability
 
 # TensorFlow's C++ logging (CUDA probing, oneDNN notices) is noise for a user on a laptop;
 # `--verbose` brings it back. Must be set before TensorFlow is imported.
@@ -98,7 +98,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     base = Path(args.base).resolve()
     raw = json.loads((base / "manifest.json").read_text())
     site = SourceSpec(name=args.name or Path(args.data).resolve().name, kind="yolo", path=str(Path(args.data).resolve()),
-                      weight=args.site_weight, split="order", val_fraction=args.holdout,
+                      weight=args.site_weight, split="order", val_fraction=args.holdout, val_gap=args.holdout_gap,
                       car_classes=tuple(args.car_classes), ignore_classes=tuple(args.ignore_classes),
                       max_side=args.max_side)
     site.check("command line")
@@ -287,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--car-classes", type=_names, default=["car"], help="car class names or numbers")
     f.add_argument("--ignore-classes", type=_names, default=[], help="classes neither car nor background")
     f.add_argument("--holdout", type=float, default=0.25, help="newest fraction of the site's frames held out")
+    f.add_argument("--holdout-gap", type=non_negative_int, default=0,
+                   help="frames just before the held-out ones left out of training (a clip's neighbouring "
+                        "frames show the same cars)")
     f.add_argument("--site-weight", type=float, default=5.0,
                    help="weight of the site's frames against the mix's (replay) weights, which sum to 5")
     f.add_argument("--fps", type=float, default=15.0, help="the camera's frame rate (false alarms per hour)")

@@ -53,6 +53,9 @@ class SourceSpec:
     weight: float = 1.0  # share of each epoch's training pictures (normalised over sources), > 0
     split: str = "order"  # one of SPLITS
     val_fraction: float = 0.15  # 0 < f < 0.9
+    # split = "order": this many pictures just before the held-out ones are left out of both
+    # sides (a video's frames seconds apart show the same cars), >= 0
+    val_gap: int = 0
     max_side: int = 320  # pictures are stored (and evaluated) with their longer side at most this
     car_classes: tuple[str, ...] = ("car",)  # yolo: names or numbers of car classes
     ignore_classes: tuple[str, ...] = ()  # yolo: neither car nor background (bus, truck ...)
@@ -73,6 +76,8 @@ class SourceSpec:
             raise bad("weight", f"= {self.weight}; must be > 0")
         if not 0 < self.val_fraction < 0.9:
             raise bad("val_fraction", f"= {self.val_fraction}; must be in (0, 0.9)")
+        if self.val_gap < 0 or (self.val_gap and self.split != "order"):
+            raise bad("val_gap", f"= {self.val_gap}; must be >= 0, and 0 unless split = 'order'")
         if not 32 <= self.max_side <= 2048:
             raise bad("max_side", f"= {self.max_side}; must be 32..2048")
         x0, y0, x1, y1 = self.car_box
@@ -290,10 +295,14 @@ def split(spec: SourceSpec, pictures: list[Picture]) -> tuple[list[int], list[in
         for i, p in enumerate(pictures):
             cls = p.has_car if spec.kind != "yolo" else None  # crops: car and no-car folders apart
             groups.setdefault((cls, str(Path(p.name).parent)), []).append(i)
-        val = []
+        val, gap = [], []
         for idx in groups.values():
             idx = sorted(idx, key=lambda i: natural_key(Path(pictures[i].name).name))
-            val += idx[len(idx) - max(1, round(len(idx) * f)):]
+            first = len(idx) - max(1, round(len(idx) * f))
+            val += idx[first:]
+            gap += idx[max(0, first - spec.val_gap):first]
+        out = set(val) | set(gap)
+        return [i for i in range(len(pictures)) if i not in out], sorted(val)
     vs = set(val)
     return [i for i in range(len(pictures)) if i not in vs], sorted(vs)
 
@@ -334,7 +343,8 @@ def load_source(spec: SourceSpec, root: Path, cache_dir: Path | None, require_sp
     train, val = split(spec, pics)
     report.update(pictures=len(pics), with_car=sum(p.has_car for p in pics),
                   cars=int(sum(len(p.boxes) for p in pics)), train=len(train), val=len(val),
-                  split=f"{spec.split}, last {spec.val_fraction:.0%}")
+                  split=f"{spec.split}, last {spec.val_fraction:.0%}"
+                  + (f", the {spec.val_gap} before them unused" if spec.val_gap else ""))
     if require_split and (not any(pics[i].has_car for i in train) or not any(pics[i].has_car for i in val)):
         raise DatasetError(f"{spec.name}: the training or the validation split has no car; "
                            "a detector needs cars on both sides")

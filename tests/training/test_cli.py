@@ -33,6 +33,7 @@ def test_every_subcommand_parses_with_its_defaults() -> None:
     assert parser.parse_args(["data"]).dest == "data"
     assert parser.parse_args(["evaluate", "--model", "m"]).threshold is None
     assert parser.parse_args(["finetune", "--base", "b", "--data", "d"]).holdout == 0.25
+    assert parser.parse_args(["finetune", "--base", "b", "--data", "d"]).holdout_gap == 0
 
 
 def test_version() -> None:
@@ -51,6 +52,7 @@ def test_unknown_option_is_named_before_missing_required(capsys: pytest.CaptureF
     (["evaluate", "--model", "m", "--runtime", "gpu"], "--runtime"),
     (["train", "--epochs", "0"], "--epochs"),
     (["train", "--classes", "busy"], "--classes"),
+    (["finetune", "--base", "b", "--data", "d", "--holdout-gap", "-1"], "--holdout-gap"),
 ])
 def test_bad_values_are_one_line_errors_naming_the_option(
         capsys: pytest.CaptureFixture[str], argv: list[str], option: str) -> None:

@@ -63,6 +63,20 @@ def test_order_split_holds_out_the_last_files_of_each_class_folder():
     assert not set(tr) & set(va) and len(tr) + len(va) == 30
 
 
+def test_order_split_gap_leaves_the_frames_just_before_the_held_out_ones_unused():
+    pics = [_pic(f"site/images/frame_{i * 8:06d}.png") for i in range(20)]
+    tr, va = split(SourceSpec("s", "yolo", "d", val_fraction=0.25, val_gap=3), pics)
+    assert [pics[i].name[-10:-4] for i in va] == [f"{i * 8:06d}" for i in range(15, 20)]
+    assert tr == list(range(12))  # 12, 13, 14 sit in the gap: neither side
+
+
+def test_val_gap_only_for_the_order_split():
+    with pytest.raises(DatasetError, match="val_gap"):
+        SourceSpec("c", "folder", "d", split="time", val_gap=2, classes=(("busy", "car"),)).check("cmd")
+    with pytest.raises(DatasetError, match="val_gap = -1"):
+        SourceSpec("s", "yolo", "d", val_gap=-1).check("cmd")
+
+
 def test_time_split_keeps_whole_capture_times_together():
     names = [f"20150703_{t}_{s}.jpg" for t in ("0805", "0810", "1805", "1810") for s in range(5)]
     tr, va = split(SourceSpec("c", "folder", "d", split="time", val_fraction=0.25,
