@@ -54,6 +54,12 @@ def local_peaks(scores: np.ndarray, threshold: float) -> np.ndarray:
     A car lights up a blob of neighbouring cells (its Gaussian on the heat map); its peak is
     the centre. Dropping non-peaks first leaves NMS only a handful of candidates (the Python
     loop in `nms` is then cheap on a Pi). Works on raw int8 maps as on floats.
+
+    Ties: on an int8 map two neighbouring cells near a peak often round to the same value
+    (exact float ties are rare). Both would be peaks, and the second one's box comes from a
+    cell the box head was never trained at: an extra false box scored like the true one. So
+    a cell must beat its four neighbours that come before it in raster order and equal or
+    beat the four after it; a plateau keeps its first cell.
     """
     h, w = scores.shape
     p = np.full((h + 2, w + 2), -np.inf, dtype=np.float32)
@@ -62,7 +68,9 @@ def local_peaks(scores: np.ndarray, threshold: float) -> np.ndarray:
     np.maximum(rowmax, p[:, 2:], out=rowmax)
     neigh = np.maximum(rowmax[:-2], rowmax[1:-1])
     np.maximum(neigh, rowmax[2:], out=neigh)
-    return (scores >= threshold) & (scores >= neigh)
+    # the raster-order predecessors: up-left, up, up-right and left
+    before = np.maximum(np.maximum(p[:-2, :-2], p[:-2, 1:-1]), np.maximum(p[:-2, 2:], p[1:-1, :-2]))
+    return (scores >= threshold) & (scores >= neigh) & (scores > before)
 
 
 def iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ import pytest
 import edge
 from tests.edge.test_cli import undocumented
 from training.cli import build_parser, main
+from training.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,7 +30,7 @@ def test_every_option_has_help_with_its_default() -> None:
 
 def test_every_subcommand_parses_with_its_defaults() -> None:
     parser = build_parser()
-    assert parser.parse_args(["train"]).epochs == 32
+    assert parser.parse_args(["train"]).epochs == TrainConfig.epochs
     assert parser.parse_args(["data"]).dest == "data"
     assert parser.parse_args(["evaluate", "--model", "m"]).threshold is None
     assert parser.parse_args(["finetune", "--base", "b", "--data", "d"]).holdout == 0.25
