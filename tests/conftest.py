@@ -30,9 +30,12 @@ def cardata(data_root) -> Path:
     return data_root / "CarData"
 
 
-# A quick real run: every source of the default mix, a spread of 48 pictures per source and
-# split, a few small epochs. The gate is opened: a two-epoch model is not what it guards.
-CI_TRAIN_ARGS = ["--limit", "64", "--epochs", "4", "--per-epoch", "256", "--dense-epochs", "2", "--patience", "4",
+# A quick real run: every source of the default mix, a spread of 64 pictures per source and
+# split, a few small epochs. The gate is opened: a six-epoch model is not what it guards.
+# Six, not four: after four, this mix's int8 heat map on the highway clip sat within 8 raw
+# steps of the floor on every frame (nothing for the daemon tests' zone to react to); six
+# cost 8 s more and vary by ~90 steps.
+CI_TRAIN_ARGS = ["--limit", "64", "--epochs", "6", "--per-epoch", "256", "--dense-epochs", "2", "--patience", "4",
                  "--calibration-samples", "40", "--gate-points", "100"]
 
 
