@@ -9,22 +9,14 @@ import os
 import sys
 from pathlib import Path
 
-from edge.argparsing import (
-    RUNTIME_CHOICES,
-    Parser,
-    add_version,
-    non_negative_int,
-    positive_int,
-    probability,
-)
-from training.train import TrainConfig
+from edge.argparsing import RUNTIME_CHOICES, Parser, add_version, non_negative_int, positive_int, probability
+from training.train import TrainConfig  # the training defaults' one owner; imports no TensorFlow
 
 # TensorFlow's C++ logging (CUDA probing, oneDNN notices) is noise for a user on a laptop;
 # `--verbose` brings it back. Must be set before TensorFlow is imported.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 DEFAULT_MIRROR = os.environ.get("DATA_MIRROR", "../shared/datasets")
-TRAIN = TrainConfig  # the training defaults' one owner (importing it imports no TensorFlow)
 
 
 def _classes(text: str) -> dict[str, str]:
@@ -268,19 +260,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--only-user", action="store_true", help="train on --yolo/--folder alone, without the default mix")
     t.add_argument("--artifacts", default="artifacts", help="where runs and the latest link live")
     t.add_argument("--run-name", default="", help="run directory name (default run-YYYYMMDD-HHMMSS)")
-    t.add_argument("--epochs", type=positive_int, default=TRAIN.epochs, help="training epochs (early stopping may end sooner)")
-    t.add_argument("--per-epoch", type=positive_int, default=TRAIN.per_epoch, help="training pictures drawn per epoch")
+    t.add_argument("--epochs", type=positive_int, default=TrainConfig.epochs, help="training epochs (early stopping may end sooner)")
+    t.add_argument("--per-epoch", type=positive_int, default=TrainConfig.per_epoch, help="training pictures drawn per epoch")
     t.add_argument("--arch", choices=["fpn", "plain"], default="fpn",
                    help="fpn: stride-32 context brought back to the stride-8 heads; plain: the stride-8 trunk alone")
-    t.add_argument("--size", type=int, default=TRAIN.size, choices=[128, 192, 256, 320],
+    t.add_argument("--size", type=int, default=TrainConfig.size, choices=[128, 192, 256, 320],
                    help="training canvas side (px; a multiple of 64, the network's coarsest stride)")
-    t.add_argument("--batch-size", type=positive_int, default=TRAIN.batch_size, help="batch size")
-    t.add_argument("--patience", type=positive_int, default=TRAIN.patience, help="early stopping patience (epochs)")
-    t.add_argument("--dense-epochs", type=positive_int, default=TRAIN.dense_epochs, help="epochs of the dense baseline")
-    t.add_argument("--seed", type=int, default=TRAIN.seed, help="random seed (same seed, same model)")
-    t.add_argument("--calibration-samples", type=positive_int, default=TRAIN.calibration_samples, help="pictures for int8 calibration")
-    t.add_argument("--gate-points", type=float, default=TRAIN.gate_points, help="max int8-vs-float loss (points) on any dataset")
-    t.add_argument("--regress-points", type=float, default=TRAIN.regress_points,
+    t.add_argument("--batch-size", type=positive_int, default=TrainConfig.batch_size, help="batch size")
+    t.add_argument("--patience", type=positive_int, default=TrainConfig.patience, help="early stopping patience (epochs)")
+    t.add_argument("--dense-epochs", type=positive_int, default=TrainConfig.dense_epochs, help="epochs of the dense baseline")
+    t.add_argument("--seed", type=int, default=TrainConfig.seed, help="random seed (same seed, same model)")
+    t.add_argument("--calibration-samples", type=positive_int, default=TrainConfig.calibration_samples, help="pictures for int8 calibration")
+    t.add_argument("--gate-points", type=float, default=TrainConfig.gate_points, help="max int8-vs-float loss (points) on any dataset")
+    t.add_argument("--regress-points", type=float, default=TrainConfig.regress_points,
                    help="max AP50 loss (points) vs the current latest before latest stays put")
     t.add_argument("--promote", action="store_true", help="move latest to this run even if it regressed")
     t.add_argument("--limit", type=int, default=0, help="at most N pictures per source and split (0 = all)")
@@ -314,13 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--data-root", default="data", help="the mix's relative paths start here")
     f.add_argument("--cache", default="data/cache", help="cache of decoded pictures ('' = none)")
     f.add_argument("--limit", type=int, default=0, help="at most N replay pictures per source and split")
-    f.add_argument("--dense-epochs", type=int, default=30, help="epochs of the dense baseline (report)")
-    f.add_argument("--seed", type=int, default=1234, help="random seed")
-    f.add_argument("--calibration-samples", type=positive_int, default=TRAIN.calibration_samples,
+    f.add_argument("--dense-epochs", type=int, default=TrainConfig.dense_epochs, help="epochs of the dense baseline (report)")
+    f.add_argument("--seed", type=int, default=TrainConfig.seed, help="random seed")
+    f.add_argument("--calibration-samples", type=positive_int, default=TrainConfig.calibration_samples,
                    help="pictures for int8 calibration")
-    f.add_argument("--gate-points", type=float, default=TRAIN.gate_points, help="max int8-vs-float loss (points)")
+    f.add_argument("--gate-points", type=float, default=TrainConfig.gate_points, help="max int8-vs-float loss (points)")
     f.add_argument("--weights", default="", help="skip fine-tuning: use these fitted weights ('' = fine-tune)")
-    f.add_argument("--regress-points", type=float, default=TRAIN.regress_points, help="see train --regress-points")
+    f.add_argument("--regress-points", type=float, default=TrainConfig.regress_points, help="see train --regress-points")
     f.add_argument("--promote", action="store_true", help="move latest to this run even if it regressed")
     f.add_argument("--artifacts", default="artifacts", help="where runs and the latest link live")
     f.add_argument("--run-name", default="", help="run directory name (default run-YYYYMMDD-HHMMSS)")

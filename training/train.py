@@ -24,14 +24,7 @@ import numpy as np
 
 from training import artifacts, convert
 from training.datasets import DatasetError
-from training.sources import (
-    DEFAULT_SPEC,
-    LoadedSource,
-    MixSpec,
-    SourceSpec,
-    load_mix,
-    load_spec,
-)
+from training.sources import DEFAULT_SPEC, LoadedSource, MixSpec, SourceSpec, load_mix, load_spec
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +51,9 @@ class TrainConfig:
     patience: int = 8
     dense_epochs: int = 30
     seed: int = 1234
-    # int8 calibration pictures, spread over the sources: with 200 (and 500) two runs lost
-    # 1.2-2.2 points of UIUC presence AUC to rounding; with 1000 none did (runs full7c*)
+    # int8 calibration pictures, spread over the sources (200 left 40 per source). One draw
+    # each on the same weights: 200 lost 1.44 points (drone AP50, run full7), 500 1.20 (UIUC
+    # AUC, full7b), 1000 0.35 (full7c1000); the draw matters as much as the number
     calibration_samples: int = 1000
     # int8 gate: a broken conversion loses tens of points; rounding alone moved this model's
     # AP50 / AUC by 1.2-1.4 points with one calibration draw and 0.3 with another (runs
@@ -131,9 +125,9 @@ def epoch_data(cfg: TrainConfig, sources: dict[str, LoadedSource], weights: dict
     from training.canvas import EpochSampler
 
     class Canvases(keras.utils.PyDataset):
-        """The next epoch's canvases are drawn on a thread while this one trains: drawing is
-        about a quarter of an epoch's time (374 vs 138 canvases/s here) and mostly NumPy and
-        PIL, which release the GIL. Draws stay in order, so a seed still gives one run."""
+        """The next epoch's canvases are drawn on a thread while this one trains: drawing took
+        about a quarter of an epoch's time here and is mostly NumPy and PIL, which release
+        the GIL. Draws stay in order, so a seed still gives one run."""
 
         def __init__(self) -> None:
             super().__init__(workers=1, use_multiprocessing=False)
@@ -222,11 +216,7 @@ def fit_dense(cfg: TrainConfig, uiuc: LoadedSource | None) -> dict[str, Any] | N
     import keras
 
     from training.canvas import lighting
-    from training.model import (
-        build_dense,
-        dense_first_layer_weights,
-        first_layer_params,
-    )
+    from training.model import build_dense, dense_first_layer_weights, first_layer_params
 
     def xy(pics):
         x = np.stack([p.image for p in pics]).astype(np.float32)[..., None] / 255.0
