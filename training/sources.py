@@ -280,6 +280,7 @@ def _load_yolo(spec: SourceSpec, root: Path, report: dict) -> list[Picture]:
 def split(spec: SourceSpec, pictures: list[Picture]) -> tuple[list[int], list[int]]:
     """Indices (train, val) by the source's rule; see the module docstring for why."""
     f = spec.val_fraction
+    gap: list[int] = []  # split = "order" with val_gap: on neither side
     if spec.split == "source_photo":
         src = [re.split(r"_(jpe?g|png)\.rf\.", Path(p.name).name)[0] for p in pictures]
         uniq = sorted(set(src))
@@ -295,16 +296,14 @@ def split(spec: SourceSpec, pictures: list[Picture]) -> tuple[list[int], list[in
         for i, p in enumerate(pictures):
             cls = p.has_car if spec.kind != "yolo" else None  # crops: car and no-car folders apart
             groups.setdefault((cls, str(Path(p.name).parent)), []).append(i)
-        val, gap = [], []
+        val = []
         for idx in groups.values():
             idx = sorted(idx, key=lambda i: natural_key(Path(pictures[i].name).name))
             first = len(idx) - max(1, round(len(idx) * f))
             val += idx[first:]
             gap += idx[max(0, first - spec.val_gap):first]
-        out = set(val) | set(gap)
-        return [i for i in range(len(pictures)) if i not in out], sorted(val)
-    vs = set(val)
-    return [i for i in range(len(pictures)) if i not in vs], sorted(vs)
+    unused = set(val) | set(gap)
+    return [i for i in range(len(pictures)) if i not in unused], sorted(set(val))
 
 
 def _timestamp(name: str) -> str:
