@@ -77,6 +77,8 @@ def load_model_checked(cfg: Config) -> Detector:
     if cfg.model.preflight:
         for m in det.models:
             run_preflight(m)
+    if (why := det.scales_mismatch()) is not None:
+        log.warning("model and processing scales differ", extra={"why": why})
     return det
 
 

@@ -74,6 +74,19 @@ class Detector:
     def runtime(self) -> str:
         return self.models[0].runtime
 
+    def scales_mismatch(self) -> str | None:
+        """Why these scales are not the ones a fine-tuned model was measured at, or None.
+
+        A fine-tune for a camera whose cars are small is trained and scored on frames resized
+        by its processing scale (`training finetune --scale`); run at another scale, the
+        site figures its report promises do not hold. Not an error: a user may trade them
+        for a cheaper invoke."""
+        want = self.manifest.processing_scales
+        if not want or tuple(self.scales) == want:
+            return None
+        return (f"model {self.manifest.name} was fine-tuned and scored at processing.scales = {list(want)}, "
+                f"this config runs {self.scales}; set [processing] scales = {list(want)} for the figures in its report")
+
     def preprocess(self, image: np.ndarray) -> list[ScaledInput]:
         if image.shape != (self.height, self.width):
             raise ValueError(f"frame is {image.shape[1]}x{image.shape[0]}, detector expects {self.width}x{self.height}")

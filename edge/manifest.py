@@ -80,6 +80,9 @@ class Manifest:
     nms_iou: float
     classes: list[str]
     extra: dict[str, Any] = field(default_factory=dict)  # golden, training data, figures: read by preflight/people
+    # A fine-tune's `processing.scales`: the scales its site figures were measured at (the
+    # daemon warns when its config runs others); empty for a general model (any scales)
+    processing_scales: tuple[float, ...] = ()
 
     @property
     def raw(self) -> dict[str, Any]:
@@ -113,6 +116,7 @@ class Manifest:
                             "score": "sigmoid(a * heat_logit + b)"},
             "thresholds": {"detection": self.threshold, "nms_iou": self.nms_iou},
             "classes": self.classes,
+            **({"processing": {"scales": list(self.processing_scales)}} if self.processing_scales else {}),
             **self.extra,
         }
 
@@ -194,7 +198,7 @@ def load_manifest(model_dir: str | Path) -> Manifest:
     threshold = float(_get(thr, "detection", f"{where}: thresholds", (int, float)))
     if not 0 < threshold < 1:
         raise ManifestError(f"{where}: thresholds.detection = {threshold}; must be in (0, 1)")
-    known = {"format", "name", "models", "head", "calibration", "thresholds", "classes"}
+    known = {"format", "name", "models", "head", "calibration", "thresholds", "classes", "processing"}
     return Manifest(
         directory=model_dir,
         name=str(raw.get("name", model_dir.name)),
@@ -206,4 +210,14 @@ def load_manifest(model_dir: str | Path) -> Manifest:
         nms_iou=float(_get(thr, "nms_iou", f"{where}: thresholds", (int, float))),
         classes=list(_get(raw, "classes", where, list)),
         extra={k: v for k, v in raw.items() if k not in known},
+        processing_scales=_processing_scales(raw, where),
     )
+
+
+def _processing_scales(raw: dict[str, Any], where: str) -> tuple[float, ...]:
+    if "processing" not in raw:
+        return ()
+    scales = _get(_get(raw, "processing", where, dict), "scales", f"{where}: processing", list)
+    if not scales or not all(isinstance(k, (int, float)) and not isinstance(k, bool) and 0 < k <= 4 for k in scales):
+        raise ManifestError(f"{where}: processing.scales = {scales!r}; must be a list of numbers in (0, 4]")
+    return tuple(float(k) for k in scales)

@@ -77,6 +77,7 @@ def build_report(*, cfg, fit, manifest, metrics, drops, uiuc, calibration, laten
                   "int8_bytes": i8.size_bytes, "arch": cfg.arch,
                   "float_bytes": manifest.models["float"].size_bytes,
                   "macs_320x240": manifest.extra["macs"]["macs"], "padded_input": manifest.extra["macs"]["padded_input"],
+                  "input_multiple": manifest.input_multiple,
                   "best_epoch": fit.best_epoch, "epochs_run": len(history.get("loss", []))},
         "dense_baseline": fit.dense,
         "latency_ms_320x240": latency,
@@ -300,6 +301,8 @@ def markdown(rep: dict[str, Any], pics: dict[str, Any]) -> str:
                   f"| precision / recall at its threshold | {b['precision']:.3f} / {b['recall']:.3f} @ {b['threshold']:.2f} | "
                   f"{f['precision']:.3f} / {f['recall']:.3f} @ {f['threshold']:.2f} |",
                   "", f"Base: `{st['base_run']}`. The held-out frames are the site's newest, never trained on. "
+                  f"Both models saw them at processing scale {st.get('processing_scale', 1.0):g} (the daemon's "
+                  f"`processing.scales = [{st.get('processing_scale', 1.0):g}]`). "
                   "On the default validation sets (loss against the base's own report, points; more than 2 is "
                   "forgetting): " + ", ".join(f"{n} {d['drop_points']:+.2f}" for n, d in st["default_sets"].items())
                   + ".", ""]
@@ -337,10 +340,11 @@ def markdown(rep: dict[str, Any], pics: dict[str, Any]) -> str:
                   f"{rep['latency_ms_320x240']['int8']['p50_ms']} ms int8 / {rep['latency_ms_320x240']['float']['p50_ms']} ms "
                   f"float here with {rep['latency_ms_320x240']['int8']['runtime']}, 1 thread).", ""]
     lines += ["## Model", "",
-              "CenterNet-style, greyscale: 4x4/4 patchify stem, depthwise-separable stages to stride 32, a small "
-              "top-down path back to stride 8, and two heads: a car-centre heat map and the box (sub-cell "
-              "offset, log width, log height) per cell. One invoke per frame, any size (padded to a multiple "
-              "of 32). See the README's \"Measured figures\" for the alternatives tried.",
+              "CenterNet-style, greyscale: 4x4/4 patchify stem, depthwise-separable stages to stride 64 with a "
+              "whole-picture context vector, a small top-down path back to stride 8, and two heads: a car-centre "
+              "heat map and the box (sub-cell offset, log width, log height) per cell. One invoke per frame, any "
+              f"size (padded to a multiple of {m['input_multiple']}). See the README's \"Measured figures\" for "
+              "the alternatives tried.",
               f"Best epoch {m['best_epoch']} of {m['epochs_run']}; train {rep['train_seconds']:.0f} s, whole run "
               f"{rep['total_seconds']:.0f} s.", ""]
     lines += ["## Pictures", "",

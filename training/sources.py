@@ -30,6 +30,7 @@ import tomllib
 from PIL import Image, UnidentifiedImageError
 
 from edge.pictures import PICTURE_SUFFIXES
+from edge.preprocess import resize, scaled_size
 from training import yolo
 from training.datasets import DatasetError, natural_key
 
@@ -57,6 +58,9 @@ class SourceSpec:
     # sides (a video's frames seconds apart show the same cars), >= 0
     val_gap: int = 0
     max_side: int = 320  # pictures are stored (and evaluated) with their longer side at most this
+    # yolo: then resized by this factor (0.25..4), as the daemon's `processing.scales = [k]`
+    # feeds the model a camera whose cars are too small at its processing size
+    scale: float = 1.0
     car_classes: tuple[str, ...] = ("car",)  # yolo: names or numbers of car classes
     ignore_classes: tuple[str, ...] = ()  # yolo: neither car nor background (bus, truck ...)
     classes: tuple[tuple[str, str], ...] = ()  # folder: (sub-folder, "car" | "no_car") pairs
@@ -80,6 +84,8 @@ class SourceSpec:
             raise bad("val_gap", f"= {self.val_gap}; must be >= 0, and 0 unless split = 'order'")
         if not 32 <= self.max_side <= 2048:
             raise bad("max_side", f"= {self.max_side}; must be 32..2048")
+        if not 0.25 <= self.scale <= 4.0 or (self.scale != 1.0 and self.kind != "yolo"):
+            raise bad("scale", f"= {self.scale}; must be 0.25..4, and 1 unless kind = 'yolo'")
         x0, y0, x1, y1 = self.car_box
         if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
             raise bad("car_box", f"= {list(self.car_box)}; fractions x0 < x1, y0 < y1 within 0..1")
@@ -249,6 +255,16 @@ def _folder_files(spec: SourceSpec, root: Path) -> list[tuple[Path, bool]]:
     return files
 
 
+def _processing_scale(img: np.ndarray, scale: float, k: float) -> tuple[np.ndarray, float]:
+    """The picture as the daemon's `processing.scales = [k]` hands it to the model: the same
+    size rounding and the same bilinear resize (edge.preprocess), so a site's figures are the
+    daemon's."""
+    if k == 1.0:
+        return img, scale
+    h, w = scaled_size(*img.shape, k)
+    return resize(img, w, h), scale * w / img.shape[1]
+
+
 def _load_yolo(spec: SourceSpec, root: Path, report: dict) -> list[Picture]:
     names = yolo.class_names(root)
     car_ids, ignore_ids, n_classes = yolo.resolve_classes(names, list(spec.car_classes),
@@ -260,6 +276,7 @@ def _load_yolo(spec: SourceSpec, root: Path, report: dict) -> list[Picture]:
         try:
             w0, h0 = _original_size(it.picture)
             img, scale = _read(it.picture, spec.max_side)  # scale: stored pixels per original pixel
+            img, scale = _processing_scale(img, scale, spec.scale)
         except (OSError, ValueError, UnidentifiedImageError, SyntaxError) as exc:
             log.warning("%s: skipping unreadable picture %s: %s", spec.name, it.picture, exc)
             corrupt.append(str(it.picture))

@@ -43,7 +43,7 @@ class TrainConfig:
     cache: str = "data/cache"  # decoded greyscale pictures, by source and content
     artifacts: str = "artifacts"
     run_name: str = ""
-    epochs: int = 56  # ~11 min of training here: loss was still falling at 52 (run full7)
+    epochs: int = 56  # ~11 min of training here: loss was still falling at 52 (run full7); 70 took 890 s (full9)
     per_epoch: int = 1280  # training canvases drawn per epoch, across sources by weight
     size: int = 256  # training canvas side (a multiple of training.model.INPUT_MULTIPLE)
     batch_size: int = 32
@@ -496,7 +496,7 @@ def manifest_step(cfg: TrainConfig, fit: Fitted):
     manifest = Manifest(
         directory=fit.work, name=fit.run_name, models=export_models(cfg, fit.model, fit.work, reps), stride=8,
         input_multiple=INPUT_MULTIPLE, calibration=Calibration(), threshold=0.5, nms_iou=cfg.nms_iou,
-        classes=["car"],
+        classes=["car"], processing_scales=(cfg.user_sources[0].scale,) if cfg.base else (),
         extra={"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                "input_encoding": "greyscale pixel/255 quantised with models.<p>.input scale/zero_point "
                                  "(int8 = pixel - 128); padded bottom/right by edge replication",
@@ -549,6 +549,7 @@ def site_step(cfg: TrainConfig, fit: Fitted, evals: dict[str, Any], metrics: dic
 
     new = metrics["int8"][site]
     out = {"site": site, "held_out_frames": len(pics), "fps": cfg.fps, "base_run": str(cfg.base),
+           "processing_scale": cfg.user_sources[0].scale,
            "base_sha256": base_model.spec.sha256,
            "base": figures(base_res, base_model.manifest.threshold),
            "finetuned": figures(evals["int8"][site]["results"], new["presence"]["threshold"])}

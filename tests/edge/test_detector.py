@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 
@@ -48,3 +51,14 @@ def test_detect_picture_any_size_boxes_inside_the_picture(trained_model_dir, h: 
     for b in boxes:
         assert 0 <= b.x and b.x + b.width <= w + 1e-6 and 0 <= b.y and b.y + b.height <= h + 1e-6
         assert b.width > 0 and b.height > 0 and b.score <= top + 1e-9
+
+
+def test_a_fine_tune_names_the_processing_scales_its_figures_hold_at(trained_model_dir, tmp_path) -> None:
+    assert Detector(trained_model_dir, 240, 320, runtime="litert").scales_mismatch() is None  # general model
+    site = tmp_path / "site"
+    shutil.copytree(trained_model_dir, site)
+    raw = json.loads((site / "manifest.json").read_text())
+    (site / "manifest.json").write_text(json.dumps({**raw, "processing": {"scales": [2.0]}}))
+    assert Detector(site, 240, 320, scales=[2.0], runtime="litert").scales_mismatch() is None
+    why = Detector(site, 240, 320, runtime="litert").scales_mismatch()
+    assert why is not None and "processing.scales = [2.0]" in why and "runs [1.0]" in why

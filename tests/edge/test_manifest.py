@@ -52,6 +52,15 @@ def test_write_then_load_round_trip(tmp_path: Path) -> None:
     assert back.model_path("int8") == tmp_path / "model_int8.tflite"
 
 
+def test_a_fine_tunes_processing_scales_round_trip(tmp_path: Path) -> None:
+    m = manifest(tmp_path, processing_scales=(2.0,))
+    m.write()
+    back = load_manifest(tmp_path)
+    assert back == m and back.processing_scales == (2.0,)
+    assert json.loads((tmp_path / MANIFEST_NAME).read_text())["processing"] == {"scales": [2.0]}
+    assert "processing" not in manifest(tmp_path).to_dict()  # a general model: any scales
+
+
 def edit(tmp_path: Path, change) -> Path:
     raw = manifest(tmp_path).to_dict()
     change(raw)
@@ -92,6 +101,10 @@ def _set(value, *keys: str):
     (_set("int4", "models", "int8", "outputs", "heat", "dtype"), ["models.int8.outputs.heat.dtype = 'int4'"]),
     (_del("calibration", "b"), ["calibration", "missing field 'b'"]),
     (_del("thresholds", "nms_iou"), ["thresholds", "missing field 'nms_iou'"]),
+    (_set({"scales": [0]}, "processing"), ["processing.scales = [0]", "(0, 4]"]),
+    (_set({"scales": []}, "processing"), ["processing.scales = []"]),
+    (_set({"scales": ["2"]}, "processing"), ["processing.scales = ['2']"]),
+    (_set({}, "processing"), ["processing", "missing field 'scales'"]),
 ])
 def test_load_errors_name_the_field(tmp_path: Path, change, words: list[str]) -> None:
     with pytest.raises(ManifestError) as exc:

@@ -34,9 +34,9 @@ def finetuned(trained_run, data_root, video_path, tmp_path_factory) -> tuple[Pat
     tmp = tmp_path_factory.mktemp("finetune")
     materialise(video_path, LABELS, tmp / "site")
     cmd = [sys.executable, "-m", "training", "finetune", "--base", str(trained_run), "--data", str(tmp / "site"),
-           "--name", "highway", "--ignore-classes", "truck", "--holdout-gap", "5", "--data-root", str(data_root),
-           "--artifacts", str(tmp / "arts"), "--run-name", "ft", "--video", "", "--epochs", "2", "--per-epoch", "64",
-           "--limit", "16", "--dense-epochs", "1", "--calibration-samples", "16", "--gate-points", "100"]
+           "--name", "highway", "--ignore-classes", "truck,cut", "--holdout-gap", "5", "--scale", "2",
+           "--data-root", str(data_root), "--artifacts", str(tmp / "arts"), "--run-name", "ft", "--video", "",
+           "--epochs", "2", "--per-epoch", "64", "--limit", "16", "--dense-epochs", "1", "--calibration-samples", "16", "--gate-points", "100"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     return tmp / "arts" / "ft", r.stdout
@@ -52,6 +52,17 @@ def test_report_compares_base_and_finetuned_on_the_newest_frames(finetuned, trai
     assert set(site["default_sets"]) == {"uiuc", "drone-madison", "openimages-vehicles", "gti-vehicles", "CNRPark-A"}
     assert rep["data"]["highway"]["train"] == 42  # 63 frames: 16 held out, the 5 before them unused
     assert "highway: 16 held-out frames  AP50 base" in out and "next: make deploy" in out
+
+
+def test_a_scaled_site_is_scored_and_labelled_at_its_processing_scale(finetuned):
+    """--scale 2: frames twice the size, as the daemon with processing.scales = [2] feeds
+    the model; the manifest says so, for the daemon to warn about a config that differs."""
+    run, out = finetuned
+    rep = json.loads((run / "report.json").read_text())
+    assert rep["site"]["processing_scale"] == 2.0
+    assert json.loads((run / "manifest.json").read_text())["processing"] == {"scales": [2.0]}
+    assert "run this camera with processing.scales = [2]" in out
+    assert "processing scale 2" in (run / "report.md").read_text()
 
 
 def test_batch_norm_statistics_stay_the_bases(finetuned, trained_run):

@@ -41,6 +41,8 @@ def test_default_spec_names_every_shared_set():
     ('[[source]]\nname="a"\nkind="folder"\npath="x"\n', "classes is required"),
     ('[[source]]\nname="a"\nkind="folder"\npath="x"\nclasses={busy="yes"}\n', "'car' or 'no_car'"),
     ('[[source]]\nname="a"\nkind="yolo"\npath="x"\n[[source]]\nname="a"\nkind="yolo"\npath="y"\n', "unique"),
+    ('[[source]]\nname="a"\nkind="yolo"\npath="x"\nscale=8\n', "scale = 8"),
+    ('[[source]]\nname="a"\nkind="folder"\npath="x"\nclasses={busy="car"}\nscale=2\n', "1 unless kind = 'yolo'"),
     ('source = 3\n', "no \\[\\[source\\]\\]"),
     ('[[source]\n', "not valid TOML"),
 ])
@@ -176,3 +178,23 @@ def test_jpeg_draft_decoding_keeps_boxes_on_the_original_scale(tmp_path):
     assert p.image.shape == (320, 320) and p.scale == 0.5
     np.testing.assert_allclose(p.boxes, [[150, 50, 100, 50]], atol=0.01)
     assert p.image[60:90, 160:240].mean() > 200 and p.image[10:40, 10:40].mean() < 20
+
+
+def test_processing_scale_stores_what_the_daemon_feeds_the_model(tmp_path):
+    """scale = 2 is the daemon's processing.scales = [2]: the same resize (edge.preprocess),
+    boxes on the resized picture."""
+    from edge.preprocess import scaled
+
+    root = tmp_path / "y"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (75, 101), dtype=np.uint8) for _ in range(4)]
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(root / "images" / f"f{i}.png")
+        (root / "labels" / f"f{i}.txt").write_text("0 0.5 0.5 0.2 0.4\n")
+    src = load_source(SourceSpec("y", "yolo", str(root), car_classes=("0",), scale=2.0), root, None)
+    p = src.pictures[0]
+    np.testing.assert_array_equal(p.image, scaled(frames[0], [2.0])[0].image)
+    assert p.image.shape == (150, 202)
+    np.testing.assert_allclose(p.boxes, [[80.8, 45, 40.4, 60]], atol=0.01)
