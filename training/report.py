@@ -9,6 +9,7 @@ import numpy as np
 
 from training import artifacts
 
+TRAIN_SECONDS = ("total_seconds",)
 # (name, op, goal, where the value is in report.json, as a path of keys)
 TARGETS = [
     ("drone-madison validation AP50 (int8)", ">=", 0.90, ("datasets", "drone-madison", "ap50_int8")),
@@ -19,7 +20,7 @@ TARGETS = [
     ("int8 vs float drop, worst dataset (points)", "<=", 1.0, ("int8_drop_points_worst",)),
     ("int8 model size (bytes)", "<=", 512 * 1024, ("model", "int8_bytes")),
     ("MACs per 320x240 frame", "<=", 150e6, ("model", "macs_320x240")),
-    ("make train seconds (after installation)", "<=", 900, ("total_seconds",)),
+    ("make train seconds (after installation)", "<=", 900, TRAIN_SECONDS),
     ("fine-tune: site held-out AP50 (int8)", ">=", 0.85, ("site", "finetuned", "ap50")),
     ("fine-tune: AP50 gain over base (points)", ">=", 20, ("site", "ap50_gain_points")),
     ("fine-tune: worst loss on the default validation sets (points)", "<=", 2, ("site", "worst_default_drop_points")),
@@ -96,6 +97,8 @@ def check_targets(rep: dict[str, Any]) -> list[dict[str, Any]]:
     for name, op, goal, path in TARGETS:
         if path[0] == "site" and "site" not in rep:
             continue  # fine-tuning targets belong to fine-tuned runs only
+        if path == TRAIN_SECONDS and "site" in rep:
+            continue  # and `make train`'s time to `make train` runs
         v = _dig(rep, path)
         met = None if v is None else (v >= goal if op == ">=" else v <= goal)
         out.append({"target": name, "value": v, "goal": f"{op} {goal:g}", "met": met})

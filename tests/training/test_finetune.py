@@ -52,6 +52,7 @@ def test_report_compares_base_and_finetuned_on_the_newest_frames(finetuned, trai
     assert set(site["default_sets"]) == {"uiuc", "drone-madison", "openimages-vehicles", "gti-vehicles", "CNRPark-A"}
     assert rep["data"]["highway"]["train"] == 42  # 63 frames: 16 held out, the 5 before them unused
     assert "highway: 16 held-out frames  AP50 base" in out and "next: make deploy" in out
+    assert "target fine-tune: site held-out AP50" in out and "make train seconds" not in out  # not a make train
 
 
 def test_a_scaled_site_is_scored_and_labelled_at_its_processing_scale(finetuned):
