@@ -217,7 +217,12 @@ def load_manifest(model_dir: str | Path) -> Manifest:
 def _processing_scales(raw: dict[str, Any], where: str) -> tuple[float, ...]:
     if "processing" not in raw:
         return ()
+    """The config's own rule (edge.config.SCALES_CHECK): what the daemon may be told to run."""
+    from edge.config import SCALES_CHECK
+
     scales = _get(_get(raw, "processing", where, dict), "scales", f"{where}: processing", list)
-    if not scales or not all(isinstance(k, (int, float)) and not isinstance(k, bool) and 0 < k <= 4 for k in scales):
-        raise ManifestError(f"{where}: processing.scales = {scales!r}; must be a list of numbers in (0, 4]")
+    numbers = all(isinstance(k, (int, float)) and not isinstance(k, bool) for k in scales)
+    problem = SCALES_CHECK(scales) if numbers else f"must list numbers, got {scales!r}"
+    if problem is not None:
+        raise ManifestError(f"{where}: processing.scales {problem}")
     return tuple(float(k) for k in scales)

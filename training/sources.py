@@ -29,6 +29,7 @@ import numpy as np
 import tomllib
 from PIL import Image, UnidentifiedImageError
 
+from edge.config import SCALES_CHECK
 from edge.pictures import PICTURE_SUFFIXES
 from edge.preprocess import resize, scaled_size
 from training import yolo
@@ -58,8 +59,8 @@ class SourceSpec:
     # sides (a video's frames seconds apart show the same cars), >= 0
     val_gap: int = 0
     max_side: int = 320  # pictures are stored (and evaluated) with their longer side at most this
-    # yolo: then resized by this factor (0.25..4), as the daemon's `processing.scales = [k]`
-    # feeds the model a camera whose cars are too small at its processing size
+    # yolo: then resized by this factor, as the daemon's `processing.scales = [k]` feeds the
+    # model a camera whose cars are too small at its processing size (range: SCALES_CHECK)
     scale: float = 1.0
     car_classes: tuple[str, ...] = ("car",)  # yolo: names or numbers of car classes
     ignore_classes: tuple[str, ...] = ()  # yolo: neither car nor background (bus, truck ...)
@@ -84,8 +85,10 @@ class SourceSpec:
             raise bad("val_gap", f"= {self.val_gap}; must be >= 0, and 0 unless split = 'order'")
         if not 32 <= self.max_side <= 2048:
             raise bad("max_side", f"= {self.max_side}; must be 32..2048")
-        if not 0.25 <= self.scale <= 4.0 or (self.scale != 1.0 and self.kind != "yolo"):
-            raise bad("scale", f"= {self.scale}; must be 0.25..4, and 1 unless kind = 'yolo'")
+        if (problem := SCALES_CHECK.each(self.scale)) is not None:
+            raise bad("scale", f"{problem} (the daemon's processing.scales rule)")
+        if self.scale != 1.0 and self.kind != "yolo":
+            raise bad("scale", f"= {self.scale}; must be 1 unless kind = 'yolo'")
         x0, y0, x1, y1 = self.car_box
         if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
             raise bad("car_box", f"= {list(self.car_box)}; fractions x0 < x1, y0 < y1 within 0..1")

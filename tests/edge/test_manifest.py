@@ -101,9 +101,9 @@ def _set(value, *keys: str):
     (_set("int4", "models", "int8", "outputs", "heat", "dtype"), ["models.int8.outputs.heat.dtype = 'int4'"]),
     (_del("calibration", "b"), ["calibration", "missing field 'b'"]),
     (_del("thresholds", "nms_iou"), ["thresholds", "missing field 'nms_iou'"]),
-    (_set({"scales": [0]}, "processing"), ["processing.scales = [0]", "(0, 4]"]),
-    (_set({"scales": []}, "processing"), ["processing.scales = []"]),
-    (_set({"scales": ["2"]}, "processing"), ["processing.scales = ['2']"]),
+    (_set({"scales": [0]}, "processing"), ["processing.scales must list", "in [0.1, 4]", "got [0]"]),
+    (_set({"scales": []}, "processing"), ["processing.scales must list at least one number"]),
+    (_set({"scales": ["2"]}, "processing"), ["processing.scales must list numbers, got ['2']"]),
     (_set({}, "processing"), ["processing", "missing field 'scales'"]),
 ])
 def test_load_errors_name_the_field(tmp_path: Path, change, words: list[str]) -> None:

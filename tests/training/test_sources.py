@@ -41,7 +41,7 @@ def test_default_spec_names_every_shared_set():
     ('[[source]]\nname="a"\nkind="folder"\npath="x"\n', "classes is required"),
     ('[[source]]\nname="a"\nkind="folder"\npath="x"\nclasses={busy="yes"}\n', "'car' or 'no_car'"),
     ('[[source]]\nname="a"\nkind="yolo"\npath="x"\n[[source]]\nname="a"\nkind="yolo"\npath="y"\n', "unique"),
-    ('[[source]]\nname="a"\nkind="yolo"\npath="x"\nscale=8\n', "scale = 8"),
+    ('[[source]]\nname="a"\nkind="yolo"\npath="x"\nscale=8\n', "scale must be in \\[0.1, 4\\], got 8"),
     ('[[source]]\nname="a"\nkind="folder"\npath="x"\nclasses={busy="car"}\nscale=2\n', "1 unless kind = 'yolo'"),
     ('source = 3\n', "no \\[\\[source\\]\\]"),
     ('[[source]\n', "not valid TOML"),
