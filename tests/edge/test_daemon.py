@@ -204,6 +204,29 @@ def test_replay_writes_events_and_exits(trained_model_dir, video_path, tmp_path,
         assert e["zone"] in ("frame", "left_lane") and 0 <= e["score"] <= 1
 
 
+def test_a_fine_tune_run_at_other_processing_scales_says_which_to_use(trained_model_dir, video_path, tmp_path):
+    """A site fine-tune's manifest names the scales its figures hold at; the daemon runs at any
+    scales it is told, and says so in its log when they differ."""
+    import shutil
+
+    site = tmp_path / "site"
+    shutil.copytree(trained_model_dir, site)
+    raw = json.loads((site / "manifest.json").read_text())
+    (site / "manifest.json").write_text(json.dumps({**raw, "processing": {"scales": [2.0]}}))
+    warned = {}
+    for scales in ([1.0], [2.0]):
+        cfg = write_config(tmp_path / "config.toml", site, tmp_path, video_path, source={"pace": False, "loop": False},
+                           processing={"scales": scales}, http={"enabled": False})
+        r = subprocess.run([sys.executable, "-m", "edge", "run", "--config", str(cfg)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        recs = [json.loads(x) for x in r.stdout.splitlines()]
+        assert [x for x in recs if x["msg"] == "latency"][-1]["latency"]["frames"] == 500
+        warned[scales[0]] = [x["why"] for x in recs if x["msg"] == "model and processing scales differ"]
+    assert warned[2.0] == []
+    assert len(warned[1.0]) == 1 and "set [processing] scales = [2.0]" in warned[1.0][0]
+
+
 @pytest.mark.parametrize("edit,expect", [
     ({"model": {"runtime": "gpu"}}, "model.runtime = 'gpu' is not allowed; use one of 'auto', 'litert'"),
     ({"source": {"fps": "fast"}}, "source.fps must be a number"),
