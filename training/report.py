@@ -304,8 +304,8 @@ def markdown(rep: dict[str, Any], pics: dict[str, Any]) -> str:
                   f"| precision / recall at its threshold | {b['precision']:.3f} / {b['recall']:.3f} @ {b['threshold']:.2f} | "
                   f"{f['precision']:.3f} / {f['recall']:.3f} @ {f['threshold']:.2f} |",
                   "", f"Base: `{st['base_run']}`. The held-out frames are the site's newest, never trained on. "
-                  f"Both models saw them at processing scale {st.get('processing_scale', 1.0):g} (the daemon's "
-                  f"`processing.scales = [{st.get('processing_scale', 1.0):g}]`). "
+                  f"Both models saw them at processing scale {st['processing_scale']:g} (the daemon's "
+                  f"`processing.scales = [{st['processing_scale']:g}]`). "
                   "On the default validation sets (loss against the base's own report, points; more than 2 is "
                   "forgetting): " + ", ".join(f"{n} {d['drop_points']:+.2f}" for n, d in st["default_sets"].items())
                   + ".", ""]
