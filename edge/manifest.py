@@ -215,10 +215,11 @@ def load_manifest(model_dir: str | Path) -> Manifest:
 
 
 def _processing_scales(raw: dict[str, Any], where: str) -> tuple[float, ...]:
+    """Checked by the config's own rule (edge.config.SCALES_CHECK): what the daemon may be told to run."""
+    from edge.config import SCALES_CHECK
+
     if "processing" not in raw:
         return ()
-    """The config's own rule (edge.config.SCALES_CHECK): what the daemon may be told to run."""
-    from edge.config import SCALES_CHECK
 
     scales = _get(_get(raw, "processing", where, dict), "scales", f"{where}: processing", list)
     numbers = all(isinstance(k, (int, float)) and not isinstance(k, bool) for k in scales)

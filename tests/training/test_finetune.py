@@ -36,7 +36,8 @@ def finetuned(trained_run, data_root, video_path, tmp_path_factory) -> tuple[Pat
     cmd = [sys.executable, "-m", "training", "finetune", "--base", str(trained_run), "--data", str(tmp / "site"),
            "--name", "highway", "--ignore-classes", "truck,cut", "--holdout-gap", "5", "--scale", "2",
            "--data-root", str(data_root), "--artifacts", str(tmp / "arts"), "--run-name", "ft", "--video", "",
-           "--epochs", "2", "--per-epoch", "64", "--limit", "16", "--dense-epochs", "1", "--calibration-samples", "16", "--gate-points", "100"]
+           "--epochs", "2", "--per-epoch", "64", "--limit", "16", "--dense-epochs", "1",
+           "--calibration-samples", "16", "--gate-points", "100"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     return tmp / "arts" / "ft", r.stdout
